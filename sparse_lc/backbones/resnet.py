@@ -1,0 +1,88 @@
+"""Dilated ResNet at output stride 8 (DeepLab / mmsegmentation style), in torchvision's layout.
+
+Stage 1 = stem + layer1 + layer2 (stride 8), stage 2 = layer3, stage 3 = layer4; layer3 and
+layer4 use dilation instead of stride (default 2 and 4). Module names are torchvision's, so
+``load_torchvision_resnet`` takes a torchvision ResNet state_dict as it is.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from ..layers import BasicBlock, Bottleneck, init_weights, make_layer, run_blocks
+from ..ops import DenseFeatures, Features
+from .base import CascadeBackbone
+from .registry import register_backbone
+
+
+class ResNetOS8(CascadeBackbone):
+    """``block`` and ``layers`` as in torchvision (e.g. BasicBlock, (2, 2, 2, 2) for ResNet-18)."""
+
+    def __init__(self, block: type, layers: Sequence[int], dilations: Tuple[int, int] = (2, 4)):
+        super().__init__()
+        e = block.expansion
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = make_layer(block, 64, 64, layers[0])
+        self.layer2 = make_layer(block, 64 * e, 128, layers[1], stride=2)
+        self.layer3 = make_layer(block, 128 * e, 256, layers[2], dilation=dilations[0])
+        self.layer4 = make_layer(block, 256 * e, 512, layers[3], dilation=dilations[1])
+        self.stage_channels = (128 * e, 256 * e, 512 * e)
+        self.stage_dilations = (1, dilations[0], dilations[1])
+        init_weights(self)
+
+    def stage1(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # [B, 64, H/4, W/4]
+        x = run_blocks(DenseFeatures(x), self.layer1)
+        return run_blocks(x, self.layer2).to_dense()  # [B, C1, H/8, W/8]
+
+    def stage2(self, x: Features) -> Features:
+        return run_blocks(x, self.layer3)
+
+    def stage3(self, x: Features) -> Features:
+        return run_blocks(x, self.layer4)
+
+
+def load_torchvision_resnet(backbone: ResNetOS8, state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+    """Load a torchvision ResNet state_dict (ImageNet classifier ``fc.*`` dropped).
+
+    A ``module.`` prefix (DataParallel checkpoints) is removed. Raises ValueError naming the
+    missing or mismatched keys; returns the names of the dropped classifier keys.
+    """
+    cleaned: Dict[str, torch.Tensor] = {}
+    dropped = []
+    for key, value in state_dict.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if key.startswith("fc."):
+            dropped.append(key)
+        else:
+            cleaned[key] = value
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(cleaned))
+    unexpected = sorted(set(cleaned) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(cleaned) if own[k].shape != cleaned[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise ValueError("not a matching torchvision ResNet state_dict: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]}"
+                         f" ({len(missing)}/{len(unexpected)}/{len(wrong_shape)} in all)")
+    backbone.load_state_dict(cleaned)
+    return dropped
+
+
+@register_backbone("resnet18")
+def resnet18(dilations: Tuple[int, int] = (2, 4)) -> ResNetOS8:
+    return ResNetOS8(BasicBlock, (2, 2, 2, 2), dilations)
+
+
+@register_backbone("resnet34")
+def resnet34(dilations: Tuple[int, int] = (2, 4)) -> ResNetOS8:
+    return ResNetOS8(BasicBlock, (3, 4, 6, 3), dilations)
+
+
+@register_backbone("resnet50")
+def resnet50(dilations: Tuple[int, int] = (2, 4)) -> ResNetOS8:
+    return ResNetOS8(Bottleneck, (3, 4, 6, 3), dilations)

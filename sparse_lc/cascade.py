@@ -1,0 +1,233 @@
+"""The layer cascade: three stages, a pixel classifier after each, easy pixels leave early.
+
+Data flow (h, w = H/8, W/8; K classes)::
+
+    images [B,3,H,W] -> pad to a multiple of 8 -> stage 1 (dense) -> f1 [B,C1,h,w] -> head 1
+      hard_1 = top softmax score of head 1 <= rho             (pixels stage 2 decides)
+      active_2 = hard_1 grown by `halo` pixels                (pixels stage 2 computes)
+    f1 at active_2 -> stage 2 (sparse or masked dense) -> head 2
+      hard_2 = hard_1 and top score of head 2 <= rho          (pixels stage 3 decides)
+      active_3 = hard_2 grown by `halo` (a subset of active_2)
+    stage-2 features at active_3 -> stage 3 -> head 3
+    label of each pixel: from the stage that decided it -> upsample to H, W -> crop
+
+``execution="sparse"`` runs stages 2-3 as spconv submanifold convolutions on the active pixels;
+``execution="dense"`` runs the same weights as plain torch convolutions on full maps, zeroed
+outside the active set: the reference the sparse path must equal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import CascadeBackbone
+from .inference import prepare_images
+from .layers import SegHead
+from .ops import DenseFeatures, Features, SparseFeatures
+
+EXECUTIONS = ("sparse", "dense")
+
+
+@dataclass
+class CascadeResult:
+    """What one forward pass of a :class:`LayerCascade` returns (h, w = feature grid, H/8 x W/8).
+
+    logits:        ``[B, K, H, W]`` final logits at input resolution.
+    labels:        ``[B, H, W]`` int64, argmax of ``logits``.
+    stage_logits:  three ``[B, K, h, w]`` maps, one per stage; zero where the stage did not compute.
+    active_masks:  three ``[B, h, w]`` bool: the pixels each stage computed (stage 1: all).
+    hard_masks:    two ``[B, h, w]`` bool: still undecided after stage 1 and after stage 2.
+    stage_map:     ``[B, h, w]`` uint8: which stage (1, 2, 3) decided each pixel.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    active_masks: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    hard_masks: Tuple[torch.Tensor, torch.Tensor]
+    stage_map: torch.Tensor
+
+    @property
+    def stage_counts(self) -> torch.Tensor:
+        """``[B, 3]`` int64: feature-grid pixels decided by stage 1, 2 and 3 in each image."""
+        return torch.stack([(self.stage_map == s).flatten(1).sum(1) for s in (1, 2, 3)], dim=1)
+
+    @property
+    def stage_shares(self) -> Tuple[float, float, float]:
+        """Share of all feature-grid pixels of the batch decided by each stage (sums to 1)."""
+        counts = self.stage_counts.sum(0).double()
+        return tuple((counts / counts.sum()).tolist())
+
+    def stage_map_at(self, size: Tuple[int, int]) -> torch.Tensor:
+        """``stage_map`` resized (nearest) to ``size = (H, W)``, e.g. the input size, for drawing.
+
+        The map covers the padded input (a multiple of 8), so the resize maps it onto that and
+        crops, keeping each feature cell on the input pixels it came from.
+        """
+        height, width = size
+        padded = (_round_up(height, 8), _round_up(width, 8))
+        full = F.interpolate(self.stage_map[:, None].float(), size=padded, mode="nearest")
+        return full[:, 0, :height, :width].to(torch.uint8)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+def top_confidence(logits: torch.Tensor) -> torch.Tensor:
+    """``[B, K, h, w] -> [B, h, w]``: the top softmax score of each pixel (no gradient)."""
+    return logits.detach().softmax(dim=1).amax(dim=1)
+
+
+def grow_mask(mask: torch.Tensor, halo: int) -> torch.Tensor:
+    """``[B, h, w]`` bool grown by ``halo`` pixels in every direction (a square window)."""
+    if halo == 0:
+        return mask
+    grown = F.max_pool2d(mask[:, None].float(), 2 * halo + 1, stride=1, padding=halo)
+    return grown[:, 0] > 0
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate a normalised float batch; returns it as ``[B, 3, H, W]``. Raises ValueError."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor of images, got {type(images).__name__} "
+                         "(use LayerCascade.predict for numpy uint8 images)")
+    if not images.is_floating_point():
+        raise ValueError(f"expected normalised float images, got dtype {images.dtype} "
+                         "(use LayerCascade.predict for uint8 images)")
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape [B, 3, H, W] or [3, H, W], got {list(images.shape)}")
+    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"expected a non-empty batch of images, got shape {list(images.shape)}")
+    return images
+
+
+class LayerCascade(nn.Module):
+    """A deep layer cascade (Li et al., CVPR 2017) over a three-stage backbone.
+
+    Args:
+        backbone:      a :class:`CascadeBackbone` (see :func:`sparse_lc.build_backbone`).
+        num_classes:   K, the number of classes.
+        head_channels: width of each head's hidden 3x3 conv.
+        rho:           default confidence threshold; a pixel whose top softmax score is
+                       <= rho goes on to the next stage. ``forward`` can override it.
+        halo:          widen each later stage's active set by this many pixels of context
+                       (0: a stage computes exactly the pixels it decides).
+        pixel_mean, pixel_std: RGB normalisation of 0-255 images, used by :meth:`predict`.
+    """
+
+    def __init__(self, backbone: CascadeBackbone, num_classes: int, head_channels: int = 256,
+                 rho: float = 0.985, halo: int = 0,
+                 pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
+                 pixel_std: Sequence[float] = (58.395, 57.12, 57.375)):
+        super().__init__()
+        _check_rho(rho)
+        if halo < 0:
+            raise ValueError(f"halo must be >= 0, got {halo}")
+        self.backbone = backbone
+        self.heads = nn.ModuleList(
+            SegHead(c, head_channels, num_classes, dilation=d)
+            for c, d in zip(backbone.stage_channels, backbone.stage_dilations))
+        self.num_classes = num_classes
+        self.rho = rho
+        self.halo = halo
+        self.pixel_mean = tuple(float(v) for v in pixel_mean)
+        self.pixel_std = tuple(float(v) for v in pixel_std)
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor, rho: Optional[float] = None, execution: str = "sparse",
+                hard_masks: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> CascadeResult:
+        """Run the cascade on normalised RGB images ``[B, 3, H, W]`` (or ``[3, H, W]``), any H, W.
+
+        ``rho`` overrides the model's threshold. ``hard_masks`` (two ``[B, h, w]`` bool, the
+        second a subset of the first) replaces the thresholding: the cascade then runs with
+        these hard pixels whatever the confidences (used to train and to benchmark with
+        given masks).
+        """
+        images = check_images(images)
+        rho = self.rho if rho is None else _check_rho(rho)
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+        height, width = images.shape[2:]
+        padded = F.pad(images, (0, _round_up(width, 8) - width, 0, _round_up(height, 8) - height))
+
+        f1 = self.backbone.stage1(padded)  # [B, C1, h, w]
+        grid = (f1.shape[0], *f1.shape[2:])
+        if hard_masks is not None:
+            hard_masks = _check_hard_masks(hard_masks, grid, f1.device)
+        logits1 = self.heads[0](DenseFeatures(f1)).to_dense()
+        hard1 = hard_masks[0] if hard_masks else top_confidence(logits1) <= rho
+        active2 = grow_mask(hard1, self.halo)
+
+        x2 = self._enter_stage(f1, active2, "stage2", execution)
+        logits2, hard2 = torch.zeros_like(logits1), torch.zeros_like(hard1)
+        if x2 is not None:
+            x2 = self.backbone.stage2(x2)
+            logits2 = self.heads[1](x2).to_dense()
+            hard2 = hard_masks[1] if hard_masks else hard1 & (top_confidence(logits2) <= rho)
+        active3 = grow_mask(hard2, self.halo)
+
+        logits3 = torch.zeros_like(logits1)
+        x3 = x2.restrict(active3, "stage3") if active3.any() else None
+        if x3 is not None:
+            logits3 = self.heads[2](self.backbone.stage3(x3)).to_dense()
+
+        stage_map = 1 + hard1.to(torch.uint8) + hard2.to(torch.uint8)  # [B, h, w]
+        decided = torch.where((stage_map == 1)[:, None], logits1,
+                              torch.where((stage_map == 2)[:, None], logits2, logits3))
+        logits = F.interpolate(decided, size=padded.shape[2:], mode="bilinear", align_corners=False)
+        logits = logits[:, :, :height, :width]
+        return CascadeResult(logits=logits, labels=logits.argmax(dim=1),
+                             stage_logits=(logits1, logits2, logits3),
+                             active_masks=(torch.ones_like(hard1), active2, active3),
+                             hard_masks=(hard1, hard2), stage_map=stage_map)
+
+    @staticmethod
+    def _enter_stage(dense: torch.Tensor, active: torch.Tensor, name: str,
+                     execution: str) -> Optional[Features]:
+        """The features a later stage starts from, or None when it has no active pixel."""
+        if not active.any():
+            return None  # spconv cannot run on zero active sites; the dense path skips too
+        if execution == "sparse":
+            return SparseFeatures.from_dense(dense, active, name)
+        return DenseFeatures(dense, active)
+
+    # ------------------------------------------------------------------------------ predict
+    @torch.no_grad()
+    def predict(self, images: Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]],
+                rho: Optional[float] = None, channel_order: str = "bgr",
+                execution: str = "sparse") -> CascadeResult:
+        """Segment uint8 images (as read by OpenCV: ``[H, W, 3]`` BGR, or a list / ``[B, H, W, 3]``
+        array of them; ``channel_order="rgb"`` for RGB) or an already normalised float tensor."""
+        device = next(self.parameters()).device
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            batch = images
+        else:
+            batch = prepare_images(images, self.pixel_mean, self.pixel_std, channel_order)
+        return self(batch.to(device), rho=rho, execution=execution)
+
+
+def _check_rho(rho: float) -> float:
+    if not 0.0 <= float(rho) <= 1.0:
+        raise ValueError(f"rho must be in [0, 1], got {rho}")
+    return float(rho)
+
+
+def _check_hard_masks(masks: Sequence[torch.Tensor], grid: Tuple[int, int, int],
+                      device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    if len(masks) != 2:
+        raise ValueError(f"hard_masks must be two masks (after stage 1 and 2), got {len(masks)}")
+    hard1, hard2 = (m.to(device=device, dtype=torch.bool) for m in masks)
+    for m in (hard1, hard2):
+        if tuple(m.shape) != grid:
+            raise ValueError(f"hard_masks must have shape {list(grid)} (the feature grid), got {list(m.shape)}")
+    if (hard2 & ~hard1).any():
+        raise ValueError("hard_masks: the stage-3 mask must be a subset of the stage-2 mask")
+    return hard1, hard2

@@ -1,0 +1,112 @@
+"""Run configuration: YAML files with ``_base_`` inheritance and ``--set key=value`` overrides.
+
+A config is a nested dict. :data:`DEFAULTS` lists every known key with its default; a config
+file only states what differs. A key that is not known is an error that names it and lists
+close matches, so a typo never silently does nothing. (Free-form sections, such as
+``model.backbone_args``, take any keys.)
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from typing import Any, Dict, Iterable, Optional
+
+import yaml
+
+DEFAULTS: Dict[str, Any] = {
+    "model": {
+        "backbone": "resnet18",     # a name from sparse_lc.list_backbones()
+        "backbone_args": {},        # keyword arguments of the backbone factory, e.g. dilations
+        "num_classes": 21,
+        "head_channels": 256,       # hidden width of each stage's two-conv classifier
+        "rho": 0.985,               # default confidence threshold (forward can override it)
+        "halo": 0,                  # context pixels added around each later stage's hard pixels
+        "pretrained": None,         # local torchvision ResNet state_dict (.pth), never downloaded
+        "pixel_mean": [123.675, 116.28, 103.53],  # RGB, 0-255
+        "pixel_std": [58.395, 57.12, 57.375],
+    },
+}
+
+FREE_FORM = {"model.backbone_args"}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file or key."""
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """DEFAULTS, then the file at ``path`` (and its ``_base_`` files), then ``key=value`` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        merge(cfg, _read_with_bases(path, seen=()), source=path)
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def _read_with_bases(path: str, seen: tuple) -> Dict[str, Any]:
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ files include each other in a loop")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    merged: Dict[str, Any] = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        _deep_update(merged, _read_with_bases(base_path, seen + (path,)))
+    _deep_update(merged, data)
+    return merged
+
+
+def _deep_update(target: Dict[str, Any], update: Dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def merge(cfg: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str = "") -> None:
+    """Merge ``update`` into ``cfg`` in place, refusing keys ``cfg`` does not have."""
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in cfg:
+            raise ConfigError(f"{source}: unknown key {dotted!r}{_close_matches(cfg, key, prefix)}")
+        if isinstance(cfg[key], dict) and dotted not in FREE_FORM:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {value!r}")
+            merge(cfg[key], value, source, prefix=f"{dotted}.")
+        else:
+            cfg[key] = copy.deepcopy(value)
+
+
+def apply_override(cfg: Dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is parsed as YAML (``0.9``, ``[2, 4]``)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    dotted, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    update: Dict[str, Any] = value
+    for part in reversed(dotted.strip().split(".")):
+        update = {part: update}
+    merge(cfg, update, source=f"--set {dotted}")
+
+
+def _close_matches(section: Dict[str, Any], key: str, prefix: str) -> str:
+    close = difflib.get_close_matches(key, list(section), n=3)
+    if close:
+        return f" (did you mean {', '.join(prefix + c for c in close)}?)"
+    return f" (known keys here: {', '.join(prefix + k for k in section)})"

@@ -1,0 +1,26 @@
+"""The per-stage pixel classifier: two conv layers, as in the paper."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..ops import Features
+from .blocks import conv3x3
+
+
+class SegHead(nn.Module):
+    """3x3 conv + BN + ReLU, then a 1x1 classifier. ``[B, in, H, W] -> [B, num_classes, H, W]``.
+
+    ``dilation`` defaults to the stage's, so on a sparse stage the head reuses the stage's rulebook.
+    """
+
+    def __init__(self, in_channels: int, head_channels: int, num_classes: int, dilation: int = 1):
+        super().__init__()
+        self.conv = conv3x3(in_channels, head_channels, dilation=dilation)
+        self.bn = nn.BatchNorm2d(head_channels)
+        self.classifier = nn.Conv2d(head_channels, num_classes, 1)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: Features) -> Features:
+        return x.conv(self.conv).norm(self.bn).relu().conv(self.classifier)

@@ -1,0 +1,78 @@
+"""Dense feature maps, optionally restricted to an active set (the dense reference path)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .features import batch_norm_rows, check_submanifold_conv
+
+
+class DenseFeatures:
+    """A ``[B, C, H, W]`` map, optionally with an active mask ``[B, H, W]`` (bool).
+
+    Without a mask every op is the plain torch op (stage 1 runs this way, strides included).
+    With a mask the container is the *dense reference* of a submanifold sparse network:
+    features outside the mask are zero after every op, a conv reads zeros there, batch-norm
+    statistics in train mode come from the active pixels only. It computes on the full map, so
+    its cost is that of the dense network whatever the mask: it is the oracle for the sparse
+    path and the "dense run" that profiling compares against.
+    """
+
+    def __init__(self, data: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        if mask is not None and mask.shape != (data.shape[0], *data.shape[2:]):
+            raise ValueError(f"mask shape {tuple(mask.shape)} does not match features {tuple(data.shape)}")
+        self.data = data if mask is None else data * self._float_mask(mask, data.dtype)
+        self.mask = mask
+
+    @staticmethod
+    def _float_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return mask[:, None].to(dtype)  # [B, 1, H, W]
+
+    def _masked(self, data: torch.Tensor) -> "DenseFeatures":
+        out = DenseFeatures.__new__(DenseFeatures)
+        out.data = data if self.mask is None else data * self._float_mask(self.mask, data.dtype)
+        out.mask = self.mask
+        return out
+
+    def _unmasked(self, data: torch.Tensor) -> "DenseFeatures":
+        """Wrap ``data`` that is already zero outside the mask."""
+        out = DenseFeatures.__new__(DenseFeatures)
+        out.data, out.mask = data, self.mask
+        return out
+
+    @property
+    def num_channels(self) -> int:
+        return self.data.shape[1]
+
+    def conv(self, conv: nn.Conv2d) -> "DenseFeatures":
+        if self.mask is not None:
+            check_submanifold_conv(conv)
+        return self._masked(conv(self.data))
+
+    def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "DenseFeatures":
+        if self.mask is None:
+            return self._unmasked(bn(self.data))
+        if not bn.training:
+            return self._masked(bn(self.data))
+        # Train mode: statistics over the active pixels only, as the sparse path sees them.
+        channels_last = self.data.permute(0, 2, 3, 1)  # [B, H, W, C]
+        rows = batch_norm_rows(bn, channels_last[self.mask])  # [N, C]
+        out = rows.new_zeros(channels_last.shape)
+        out[self.mask] = rows
+        return self._unmasked(out.permute(0, 3, 1, 2))
+
+    def relu(self) -> "DenseFeatures":
+        return self._unmasked(torch.relu(self.data))
+
+    def add(self, other: "DenseFeatures") -> "DenseFeatures":
+        return self._unmasked(self.data + other.data)
+
+    def restrict(self, mask: torch.Tensor, prefix: str = "") -> "DenseFeatures":
+        """The same map restricted to ``mask [B, H, W]`` (a subset of the current active set)."""
+        return DenseFeatures(self.data, mask)
+
+    def to_dense(self) -> torch.Tensor:
+        """``[B, C, H, W]``, zero outside the active mask."""
+        return self.data

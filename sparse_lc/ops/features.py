@@ -1,0 +1,78 @@
+"""The feature-container interface that lets one block definition run on two representations.
+
+A block (see :mod:`sparse_lc.layers`) never touches a tensor directly. It calls
+``x.conv(module)``, ``x.norm(module)``, ``x.relu()`` and ``x.add(other)`` on a container, and the
+container decides how to run that step:
+
+* :class:`~sparse_lc.ops.dense.DenseFeatures` holds a ``[B, C, H, W]`` map and, optionally, an
+  active mask. Without a mask it is an ordinary dense network (stage 1). With a mask it is the
+  *dense reference* of a submanifold network: every output is zeroed outside the active set.
+* :class:`~sparse_lc.ops.sparse.SparseFeatures` holds an spconv ``SparseConvTensor`` with one
+  ``[N, C]`` feature row per active pixel and runs ``SubMConv2d`` on it.
+
+Both share the canonical weights of ordinary ``nn.Conv2d`` / ``nn.BatchNorm2d`` modules (torch
+layout ``[out, in, kh, kw]``), so a torchvision state_dict loads straight into the model.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@runtime_checkable
+class Features(Protocol):
+    """What every feature container offers to the blocks."""
+
+    def conv(self, conv: nn.Conv2d) -> "Features": ...
+
+    def norm(self, bn: nn.BatchNorm2d) -> "Features": ...
+
+    def relu(self) -> "Features": ...
+
+    def add(self, other: "Features") -> "Features": ...
+
+    def restrict(self, mask: torch.Tensor, prefix: str) -> "Features": ...
+
+    def to_dense(self) -> torch.Tensor: ...
+
+
+def run_sequential(x: Features, modules: nn.Sequential) -> Features:
+    """Run an ``nn.Sequential`` of Conv2d / BatchNorm2d / ReLU modules on a container."""
+    for module in modules:
+        if isinstance(module, nn.Conv2d):
+            x = x.conv(module)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            x = x.norm(module)
+        elif isinstance(module, nn.ReLU):
+            x = x.relu()
+        else:
+            raise TypeError(f"run_sequential: unsupported module {type(module).__name__}")
+    return x
+
+
+def batch_norm_rows(bn: nn.modules.batchnorm._BatchNorm, rows: torch.Tensor) -> torch.Tensor:
+    """Batch norm over feature rows ``[N, C] -> [N, C]``; train-mode statistics come from the N rows.
+
+    The module itself is called (on an ``[N, C, 1, 1]`` view), so its momentum, running-stat and
+    ``num_batches_tracked`` logic, and a SyncBatchNorm's all-reduce, are exactly torch's. With fewer
+    than two rows a batch has no variance: the running statistics are used instead, unchanged.
+    """
+    if bn.training and rows.shape[0] < 2:
+        return F.batch_norm(rows, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                            training=False, eps=bn.eps)
+    return bn(rows[:, :, None, None])[:, :, 0, 0]
+
+
+def check_submanifold_conv(conv: nn.Conv2d) -> None:
+    """Raise ValueError unless ``conv`` keeps the active set in place (stride 1, 'same' padding)."""
+    kh, kw = conv.kernel_size
+    dh, dw = conv.dilation
+    same = (conv.padding == (dh * (kh - 1) // 2, dw * (kw - 1) // 2)) and kh % 2 == 1 and kw % 2 == 1
+    if conv.stride != (1, 1) or conv.groups != 1 or not same:
+        raise ValueError(
+            f"a conv on an active set must have stride 1, groups 1, an odd kernel and 'same' padding "
+            f"(dilation * (k - 1) / 2); got stride={conv.stride}, groups={conv.groups}, "
+            f"kernel={conv.kernel_size}, padding={conv.padding}, dilation={conv.dilation}")

@@ -1,0 +1,181 @@
+"""Sparse feature rows on an spconv ``SparseConvTensor``: the only module that imports spconv.
+
+The hard pixels of a stage become one feature row each (``[N, C]``), with their coordinates in
+``indices`` (``[N, 3]`` int32: batch, y, x; batch in column 0, as spconv wants). A 3x3 (or any
+odd) conv runs as an spconv ``SubMConv2d``: outputs only at the active pixels, reading only
+active neighbours. All convs of one kernel size and dilation in a stage share one rulebook
+through spconv's ``indice_key`` (``"{stage}/k{k}d{d}"``), built by the first of them.
+1x1 convs, batch norm, ReLU and residual adds act on the rows directly.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+from functools import lru_cache
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
+    warnings.simplefilter("ignore", FutureWarning)
+    import spconv.pytorch as spconv
+    from spconv.core import ConvAlgo
+
+from .features import batch_norm_rows, check_submanifold_conv
+
+# spconv asks torch.fx whether it is tracing on every conv; torch logs a deprecation note for that.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+
+__all__ = ["SparseFeatures", "spconv_algo", "rulebook_key"]
+
+
+def spconv_algo(device: torch.device) -> ConvAlgo:
+    """The spconv algorithm for ``device``: Native on CPU (the only one that runs there),
+    MaskImplicitGemm on CUDA."""
+    return ConvAlgo.Native if device.type == "cpu" else ConvAlgo.MaskImplicitGemm
+
+
+def rulebook_key(prefix: str, kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> str:
+    """The spconv ``indice_key`` shared by all convs of one stage with this kernel and dilation."""
+    return f"{prefix}/k{kernel_size[0]}x{kernel_size[1]}d{dilation[0]}x{dilation[1]}"
+
+
+@lru_cache(maxsize=None)
+def _subm_executor(in_channels: int, out_channels: int, kernel_size: Tuple[int, int],
+                   dilation: Tuple[int, int], indice_key: str, algo: ConvAlgo) -> spconv.SubMConv2d:
+    """An spconv ``SubMConv2d`` used only for its machinery (rulebook build and reuse, algorithm
+    dispatch). Its own weight is deleted: the canonical weight of the ``nn.Conv2d`` is passed in."""
+    layer = spconv.SubMConv2d(in_channels, out_channels, kernel_size, dilation=dilation,
+                              bias=False, indice_key=indice_key, algo=algo)
+    del layer.weight
+    return layer
+
+
+# id(weight) -> (weak reference to it, its state when copied, the KRSC copy)
+_krsc_cache: Dict[int, Tuple[weakref.ref, tuple, torch.Tensor]] = {}
+
+
+def _krsc_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``[out, in, kh, kw]`` (torch) -> ``[out, kh, kw, in]`` (spconv KRSC), contiguous.
+
+    With autograd on, the permute is part of the graph. Without it, the copy is cached per
+    weight tensor and made again when the weight changes (in place or by ``.data`` swap).
+    """
+    if torch.is_grad_enabled() and weight.requires_grad:
+        return weight.permute(0, 2, 3, 1).contiguous()
+    state = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
+    entry = _krsc_cache.get(id(weight))
+    if entry is None or entry[0]() is not weight or entry[1] != state:
+        key = id(weight)
+        ref = weakref.ref(weight, lambda _, key=key: _krsc_cache.pop(key, None))
+        entry = (ref, state, weight.detach().permute(0, 2, 3, 1).contiguous())
+        _krsc_cache[key] = entry
+    return entry[2]
+
+
+class SparseFeatures:
+    """Feature rows ``[N, C]`` of the active pixels of a ``[B, C, H, W]`` map.
+
+    ``prefix`` names the stage; it scopes the rulebooks cached in the tensor's ``indice_dict``.
+    """
+
+    def __init__(self, tensor: spconv.SparseConvTensor, prefix: str):
+        self.tensor = tensor
+        self.prefix = prefix
+
+    # ----------------------------------------------------------------- construction / export
+    @classmethod
+    def from_dense(cls, dense: torch.Tensor, mask: torch.Tensor, prefix: str) -> "SparseFeatures":
+        """Gather the rows of ``dense [B, C, H, W]`` where ``mask [B, H, W]`` is True.
+
+        Rows come in row-major (batch, y, x) order. ``mask`` must have at least one True pixel
+        (spconv cannot run on zero active sites; the cascade skips such stages).
+        """
+        batch, _, height, width = dense.shape
+        indices = mask.nonzero().to(torch.int32).contiguous()  # nonzero() is column-major: copy
+        rows = dense.permute(0, 2, 3, 1)[mask]  # [N, C]
+        return cls(spconv.SparseConvTensor(rows.contiguous(), indices, [height, width], batch), prefix)
+
+    def restrict(self, mask: torch.Tensor, prefix: str) -> "SparseFeatures":
+        """The rows whose pixel is True in ``mask [B, H, W]``, as a new tensor for a new stage.
+
+        ``mask`` must be a subset of this tensor's active set (the next stage's pixels are a
+        subset of this stage's). Rulebooks are not carried over: the next stage builds its own.
+        """
+        idx = self.tensor.indices.long()
+        keep = mask[idx[:, 0], idx[:, 1], idx[:, 2]]
+        if int(keep.sum()) != int(mask.sum()):
+            raise ValueError("restrict: the mask has pixels outside this tensor's active set")
+        t = self.tensor
+        return SparseFeatures(spconv.SparseConvTensor(self.rows[keep], t.indices[keep].contiguous(),
+                                                      t.spatial_shape, t.batch_size), prefix)
+
+    def to_dense(self) -> torch.Tensor:
+        """Scatter the rows into a ``[B, C, H, W]`` map that is zero outside the active set."""
+        t = self.tensor
+        idx = t.indices.long()
+        out = self.rows.new_zeros(t.batch_size, *t.spatial_shape, self.num_channels)
+        out = out.index_put((idx[:, 0], idx[:, 1], idx[:, 2]), self.rows)
+        return out.permute(0, 3, 1, 2)
+
+    # ----------------------------------------------------------------------------- accessors
+    @property
+    def rows(self) -> torch.Tensor:
+        return self.tensor.features
+
+    @property
+    def num_channels(self) -> int:
+        return self.rows.shape[1]
+
+    @property
+    def num_active(self) -> int:
+        return self.rows.shape[0]
+
+    def rulebooks(self) -> Dict[str, object]:
+        """The rulebooks (spconv ``IndiceData``) built so far, by ``indice_key``."""
+        return dict(self.tensor.indice_dict)
+
+    def _with_rows(self, rows: torch.Tensor) -> "SparseFeatures":
+        return SparseFeatures(self.tensor.replace_feature(rows), self.prefix)
+
+    # --------------------------------------------------------------------------- block ops
+    def conv(self, conv: nn.Conv2d) -> "SparseFeatures":
+        check_submanifold_conv(conv)
+        if conv.kernel_size == (1, 1):
+            return self._with_rows(F.linear(self.rows, conv.weight[:, :, 0, 0], conv.bias))
+        algo = spconv_algo(self.rows.device)
+        key = rulebook_key(self.prefix, conv.kernel_size, conv.dilation)
+        executor = _subm_executor(conv.in_channels, conv.out_channels, conv.kernel_size,
+                                  conv.dilation, key, algo)
+        # spconv cannot add a bias on the CPU: the bias is added here, on the rows.
+        out = executor._conv_forward(torch.is_grad_enabled(), self.tensor,
+                                     _krsc_weight(conv.weight), None)
+        result = SparseFeatures(out, self.prefix)
+        return result if conv.bias is None else result._with_rows(result.rows + conv.bias)
+
+    def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "SparseFeatures":
+        return self._with_rows(batch_norm_rows(bn, self.rows))
+
+    def relu(self) -> "SparseFeatures":
+        return self._with_rows(torch.relu(self.rows))
+
+    def add(self, other: "SparseFeatures") -> "SparseFeatures":
+        if other.num_active != self.num_active:
+            raise ValueError("add: the two sparse tensors have different active sets")
+        return self._with_rows(self.rows + other.rows)
+
+
+def pair_counts(features: SparseFeatures) -> List[Tuple[str, int]]:
+    """For each rulebook: the number of (input, output) neighbour pairs, centre included.
+
+    spconv stores only half of the non-centre offsets of a submanifold rulebook (each symmetric
+    pair serves both ways) and leaves the centre out; this undoes both.
+    """
+    counts = []
+    for key, data in features.rulebooks().items():
+        half = int(data.indice_pair_num.sum())
+        counts.append((key, 2 * half + int(data.indices.shape[0])))
+    return counts

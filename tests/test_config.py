@@ -1,0 +1,51 @@
+"""Configs: inheritance, overrides, and errors that name the key or file."""
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from sparse_lc import ConfigError, build_model, load_config
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml"))))
+def test_shipped_configs_build(path):
+    cfg = load_config(path)
+    model = build_model(cfg["model"])
+    assert model.num_classes == cfg["model"]["num_classes"]
+
+
+def test_base_inheritance_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("model:\n  backbone: tiny\n  rho: 0.5\n")
+    (tmp_path / "run.yaml").write_text("_base_: base.yaml\nmodel:\n  rho: 0.7\n")
+    cfg = load_config(str(tmp_path / "run.yaml"), ["model.halo=2", "model.backbone_args={dilations: [1, 2]}"])
+    assert cfg["model"]["backbone"] == "tiny" and cfg["model"]["rho"] == 0.7
+    assert cfg["model"]["halo"] == 2 and cfg["model"]["backbone_args"] == {"dilations": [1, 2]}
+    assert cfg["model"]["num_classes"] == 21  # untouched default
+
+
+def test_unknown_keys_are_errors_with_suggestions(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'model.rhoo' \(did you mean model.rho\?\)"):
+        load_config(overrides=["model.rhoo=0.5"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle:\n  rho: 0.5\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'modle' \(did you mean model\?\)"):
+        load_config(str(bad))
+
+
+def test_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read config"):
+        load_config(str(tmp_path / "missing.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(str(broken))
+    (tmp_path / "a.yaml").write_text("_base_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        load_config(str(tmp_path / "a.yaml"))
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(overrides=["model.rho"])
