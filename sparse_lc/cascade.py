@@ -140,6 +140,9 @@ class LayerCascade(nn.Module):
         self.halo = halo
         self.pixel_mean = tuple(float(v) for v in pixel_mean)
         self.pixel_std = tuple(float(v) for v in pixel_std)
+        # channels_last: faster dense convs on CPU, and a conv weight in this layout already is
+        # spconv's KRSC layout, so the sparse path uses it without a copy.
+        self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, rho: Optional[float] = None, execution: str = "sparse",
@@ -157,6 +160,7 @@ class LayerCascade(nn.Module):
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
         height, width = images.shape[2:]
         padded = F.pad(images, (0, _round_up(width, 8) - width, 0, _round_up(height, 8) - height))
+        padded = padded.contiguous(memory_format=torch.channels_last)
 
         f1 = self.backbone.stage1(padded)  # [B, C1, h, w]
         grid = (f1.shape[0], *f1.shape[2:])
@@ -205,13 +209,21 @@ class LayerCascade(nn.Module):
                 rho: Optional[float] = None, channel_order: str = "bgr",
                 execution: str = "sparse") -> CascadeResult:
         """Segment uint8 images (as read by OpenCV: ``[H, W, 3]`` BGR, or a list / ``[B, H, W, 3]``
-        array of them; ``channel_order="rgb"`` for RGB) or an already normalised float tensor."""
-        device = next(self.parameters()).device
+        array of them; ``channel_order="rgb"`` for RGB) or an already normalised float tensor.
+
+        Runs in eval mode (batch norm with its running statistics) whatever mode the model is
+        in, and restores that mode afterwards.
+        """
+        param = next(self.parameters())
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             batch = images
         else:
             batch = prepare_images(images, self.pixel_mean, self.pixel_std, channel_order)
-        return self(batch.to(device), rho=rho, execution=execution)
+        was_training = self.training
+        try:
+            return self.eval()(batch.to(param.device, param.dtype), rho=rho, execution=execution)
+        finally:
+            self.train(was_training)
 
 
 def _check_rho(rho: float) -> float:

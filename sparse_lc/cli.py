@@ -5,13 +5,14 @@ import argparse
 import sys
 from typing import List, Optional
 
+import numpy as np
 import torch
 
 from . import __version__
 from .builder import build_model
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_config
-from .data import make_shapes_image
+from .data import render_scene
 from .engine import DemoRow, confidence_quantiles, run_demo
 from .inference import prepare_images
 
@@ -57,7 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = build_model(cfg["model"]).eval()
-    image = make_shapes_image(tuple(args.size), seed=args.seed)
+    image, _ = render_scene(np.random.default_rng(args.seed), tuple(args.size))
     images = prepare_images(image, model.pixel_mean, model.pixel_std, channel_order="bgr")
     rhos = args.rho
     trained = "pretrained backbone" if cfg["model"]["pretrained"] else "random weights"

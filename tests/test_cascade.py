@@ -62,9 +62,13 @@ def test_any_size_is_padded_and_cropped_back(tiny_model, size):
     grid = ((size[0] + 7) // 8, (size[1] + 7) // 8)
     assert result.stage_map.shape[1:] == grid
     assert result.stage_map_at(size).shape[1:] == size
-    # cropping back: the top-left part of a padded run equals the run on the cropped image
-    sparse = tiny_model(images, rho=0.9, execution="sparse")
-    torch.testing.assert_close(sparse.logits, result.logits)
+    # cropping back: the same as running on the zero-padded image and cropping by hand
+    padded_size = (grid[0] * 8, grid[1] * 8)
+    padded = torch.zeros(1, 3, *padded_size)
+    padded[:, :, :size[0], :size[1]] = images
+    on_padded = tiny_model(padded, rho=0.9)
+    torch.testing.assert_close(on_padded.logits[:, :, :size[0], :size[1]], result.logits)
+    assert torch.equal(on_padded.stage_map, result.stage_map)
 
 
 def test_stage_map_at_input_size_keeps_cells_in_place(tiny_model):
@@ -172,5 +176,19 @@ def test_strided_conv_is_refused_on_an_active_set():
     x = SparseFeatures.from_dense(torch.randn(1, 4, 8, 8), torch.ones(1, 8, 8, dtype=torch.bool), "s")
     with pytest.raises(ValueError, match="stride 1"):
         x.conv(torch.nn.Conv2d(4, 4, 3, stride=2, padding=1))
-    with pytest.raises(ValueError, match="'same' padding"):
+    with pytest.raises(ValueError, match="'same' zero padding"):
         x.conv(torch.nn.Conv2d(4, 4, 3, padding=0))
+    with pytest.raises(ValueError, match="padding_mode='reflect'"):
+        x.conv(torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    assert x.conv(torch.nn.Conv2d(4, 5, 3, padding="same", bias=False)).num_channels == 5
+
+
+def test_predict_uses_eval_mode_and_restores_train_mode():
+    model = make_cascade(seed=8).train()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    image = np.random.default_rng(0).integers(0, 256, size=(32, 40, 3), dtype=np.uint8)
+    result = model.predict(image, rho=0.9)
+    assert model.training
+    assert all(torch.equal(before[n], b) for n, b in model.named_buffers())
+    torch.testing.assert_close(result.logits, model.eval().predict(image, rho=0.9).logits)
+    assert model.double().predict(image, rho=0.9).logits.dtype == torch.float64

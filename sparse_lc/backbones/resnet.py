@@ -25,7 +25,6 @@ class ResNetOS8(CascadeBackbone):
         e = block.expansion
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = make_layer(block, 64, 64, layers[0])
         self.layer2 = make_layer(block, 64 * e, 128, layers[1], stride=2)
@@ -36,8 +35,8 @@ class ResNetOS8(CascadeBackbone):
         init_weights(self)
 
     def stage1(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))  # [B, 64, H/4, W/4]
-        x = run_blocks(DenseFeatures(x), self.layer1)
+        x = DenseFeatures(images).conv(self.conv1).norm(self.bn1).relu().pool(self.maxpool)  # [B, 64, H/4, W/4]
+        x = run_blocks(x, self.layer1)
         return run_blocks(x, self.layer2).to_dense()  # [B, C1, H/8, W/8]
 
     def stage2(self, x: Features) -> Features:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..layers import BasicBlock, init_weights, make_layer, run_blocks
-from ..ops import DenseFeatures, Features
+from ..ops import DenseFeatures, Features, run_sequential
 from .base import CascadeBackbone
 from .registry import register_backbone
 
@@ -32,7 +32,7 @@ class TinyOS8(CascadeBackbone):
         init_weights(self)
 
     def stage1(self, images: torch.Tensor) -> torch.Tensor:
-        return run_blocks(DenseFeatures(self.stem(images)), self.layer1).to_dense()
+        return run_blocks(run_sequential(DenseFeatures(images), self.stem), self.layer1).to_dense()
 
     def stage2(self, x: Features) -> Features:
         return run_blocks(x, self.layer2)

@@ -6,7 +6,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .features import batch_norm_rows, check_submanifold_conv
+from . import macs
+from .features import batch_norm_rows, check_submanifold_conv, uses_batch_statistics
 
 
 class DenseFeatures:
@@ -49,14 +50,28 @@ class DenseFeatures:
     def conv(self, conv: nn.Conv2d) -> "DenseFeatures":
         if self.mask is not None:
             check_submanifold_conv(conv)
-        return self._masked(conv(self.data))
+        out = conv(self.data)
+        if macs.counting():
+            positions = out.shape[0] * out.shape[2] * out.shape[3]
+            per_position = conv.out_channels * conv.in_channels // conv.groups * conv.weight[0, 0].numel()
+            macs.record(conv, "conv", positions * per_position, positions, positions)
+        return self._masked(out)
+
+    def pool(self, pool: nn.Module) -> "DenseFeatures":
+        """A pooling module (stage 1 only: pooling would leak across an active set's border)."""
+        if self.mask is not None:
+            raise ValueError("pooling is not defined on an active set")
+        return DenseFeatures(pool(self.data))
 
     def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "DenseFeatures":
+        if macs.counting():
+            positions = self.data.shape[0] * self.data.shape[2] * self.data.shape[3]
+            macs.record(bn, "norm", positions * self.num_channels, positions, positions)
         if self.mask is None:
             return self._unmasked(bn(self.data))
-        if not bn.training:
+        if not uses_batch_statistics(bn):
             return self._masked(bn(self.data))
-        # Train mode: statistics over the active pixels only, as the sparse path sees them.
+        # Batch statistics over the active pixels only, as the sparse path sees them.
         channels_last = self.data.permute(0, 2, 3, 1)  # [B, H, W, C]
         rows = batch_norm_rows(bn, channels_last[self.mask])  # [N, C]
         out = rows.new_zeros(channels_last.shape)

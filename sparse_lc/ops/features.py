@@ -40,9 +40,11 @@ class Features(Protocol):
 
 
 def run_sequential(x: Features, modules: nn.Sequential) -> Features:
-    """Run an ``nn.Sequential`` of Conv2d / BatchNorm2d / ReLU modules on a container."""
+    """Run an ``nn.Sequential`` of Conv2d / BatchNorm2d / ReLU modules (nested allowed) on a container."""
     for module in modules:
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.Sequential):
+            x = run_sequential(x, module)
+        elif isinstance(module, nn.Conv2d):
             x = x.conv(module)
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             x = x.norm(module)
@@ -57,22 +59,31 @@ def batch_norm_rows(bn: nn.modules.batchnorm._BatchNorm, rows: torch.Tensor) -> 
     """Batch norm over feature rows ``[N, C] -> [N, C]``; train-mode statistics come from the N rows.
 
     The module itself is called (on an ``[N, C, 1, 1]`` view), so its momentum, running-stat and
-    ``num_batches_tracked`` logic, and a SyncBatchNorm's all-reduce, are exactly torch's. With fewer
-    than two rows a batch has no variance: the running statistics are used instead, unchanged.
+    ``num_batches_tracked`` logic are exactly torch's. With fewer than two rows a batch has no
+    variance: the running statistics are used instead, unchanged.
     """
-    if bn.training and rows.shape[0] < 2:
+    if uses_batch_statistics(bn) and rows.shape[0] < 2:
+        if bn.running_mean is None:
+            raise ValueError("batch norm without running statistics needs at least 2 active pixels")
         return F.batch_norm(rows, bn.running_mean, bn.running_var, bn.weight, bn.bias,
                             training=False, eps=bn.eps)
     return bn(rows[:, :, None, None])[:, :, 0, 0]
+
+
+def uses_batch_statistics(bn: nn.modules.batchnorm._BatchNorm) -> bool:
+    """True when ``bn`` normalises with the statistics of its input (train mode, or no running stats)."""
+    return bn.training or bn.running_mean is None
 
 
 def check_submanifold_conv(conv: nn.Conv2d) -> None:
     """Raise ValueError unless ``conv`` keeps the active set in place (stride 1, 'same' padding)."""
     kh, kw = conv.kernel_size
     dh, dw = conv.dilation
-    same = (conv.padding == (dh * (kh - 1) // 2, dw * (kw - 1) // 2)) and kh % 2 == 1 and kw % 2 == 1
-    if conv.stride != (1, 1) or conv.groups != 1 or not same:
+    odd = kh % 2 == 1 and kw % 2 == 1
+    same = conv.padding == "same" or conv.padding == (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+    if conv.stride != (1, 1) or conv.groups != 1 or not (odd and same) or conv.padding_mode != "zeros":
         raise ValueError(
-            f"a conv on an active set must have stride 1, groups 1, an odd kernel and 'same' padding "
-            f"(dilation * (k - 1) / 2); got stride={conv.stride}, groups={conv.groups}, "
-            f"kernel={conv.kernel_size}, padding={conv.padding}, dilation={conv.dilation}")
+            f"a conv on an active set must have stride 1, groups 1, an odd kernel and 'same' zero "
+            f"padding (dilation * (k - 1) / 2); got stride={conv.stride}, groups={conv.groups}, "
+            f"kernel={conv.kernel_size}, padding={conv.padding}, padding_mode={conv.padding_mode!r}, "
+            f"dilation={conv.dilation}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-import weakref
 from functools import lru_cache
 from typing import Dict, List, Tuple
 
@@ -24,6 +23,7 @@ with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cu
     import spconv.pytorch as spconv
     from spconv.core import ConvAlgo
 
+from . import macs
 from .features import batch_norm_rows, check_submanifold_conv
 
 # spconv asks torch.fx whether it is tracing on every conv; torch logs a deprecation note for that.
@@ -54,26 +54,21 @@ def _subm_executor(in_channels: int, out_channels: int, kernel_size: Tuple[int, 
     return layer
 
 
-# id(weight) -> (weak reference to it, its state when copied, the KRSC copy)
-_krsc_cache: Dict[int, Tuple[weakref.ref, tuple, torch.Tensor]] = {}
+def _krsc_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[out, in, kh, kw]`` (torch) -> ``[out, kh, kw, in]`` (spconv KRSC), contiguous, in ``dtype``.
 
-
-def _krsc_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``[out, in, kh, kw]`` (torch) -> ``[out, kh, kw, in]`` (spconv KRSC), contiguous.
-
-    With autograd on, the permute is part of the graph. Without it, the copy is cached per
-    weight tensor and made again when the weight changes (in place or by ``.data`` swap).
+    A weight in channels_last memory format (as :class:`~sparse_lc.LayerCascade` keeps them) is
+    already laid out as KRSC, so this is a free view; any other layout costs one copy. Nothing is
+    cached, so an update by any means (optimizer, ``.data``, ``load_state_dict``) is always seen.
     """
-    if torch.is_grad_enabled() and weight.requires_grad:
-        return weight.permute(0, 2, 3, 1).contiguous()
-    state = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
-    entry = _krsc_cache.get(id(weight))
-    if entry is None or entry[0]() is not weight or entry[1] != state:
-        key = id(weight)
-        ref = weakref.ref(weight, lambda _, key=key: _krsc_cache.pop(key, None))
-        entry = (ref, state, weight.detach().permute(0, 2, 3, 1).contiguous())
-        _krsc_cache[key] = entry
-    return entry[2]
+    return weight.permute(0, 2, 3, 1).to(dtype).contiguous()
+
+
+def _check_dtype(rows: torch.Tensor) -> None:
+    supported = (torch.float32, torch.float64) if rows.device.type == "cpu" else (torch.float32, torch.float16)
+    if rows.dtype not in supported:
+        raise ValueError(f"spconv on {rows.device.type} runs in {[str(d) for d in supported]}, "
+                         f"not {rows.dtype} (under autocast, leave the sparse stages in float32)")
 
 
 class SparseFeatures:
@@ -138,6 +133,11 @@ class SparseFeatures:
         """The rulebooks (spconv ``IndiceData``) built so far, by ``indice_key``."""
         return dict(self.tensor.indice_dict)
 
+    def _record(self, module: nn.Module, kind: str, work: int) -> None:
+        if macs.counting():
+            height, width = self.tensor.spatial_shape
+            macs.record(module, kind, work, self.num_active, self.tensor.batch_size * height * width)
+
     def _with_rows(self, rows: torch.Tensor) -> "SparseFeatures":
         return SparseFeatures(self.tensor.replace_feature(rows), self.prefix)
 
@@ -145,18 +145,25 @@ class SparseFeatures:
     def conv(self, conv: nn.Conv2d) -> "SparseFeatures":
         check_submanifold_conv(conv)
         if conv.kernel_size == (1, 1):
-            return self._with_rows(F.linear(self.rows, conv.weight[:, :, 0, 0], conv.bias))
+            self._record(conv, "conv", self.num_active * conv.in_channels * conv.out_channels)
+            weight = conv.weight[:, :, 0, 0].to(self.rows.dtype)
+            bias = None if conv.bias is None else conv.bias.to(self.rows.dtype)
+            return self._with_rows(F.linear(self.rows, weight, bias))
+        _check_dtype(self.rows)
         algo = spconv_algo(self.rows.device)
         key = rulebook_key(self.prefix, conv.kernel_size, conv.dilation)
         executor = _subm_executor(conv.in_channels, conv.out_channels, conv.kernel_size,
                                   conv.dilation, key, algo)
         # spconv cannot add a bias on the CPU: the bias is added here, on the rows.
         out = executor._conv_forward(torch.is_grad_enabled(), self.tensor,
-                                     _krsc_weight(conv.weight), None)
+                                     _krsc_weight(conv.weight, self.rows.dtype), None)
         result = SparseFeatures(out, self.prefix)
-        return result if conv.bias is None else result._with_rows(result.rows + conv.bias)
+        if macs.counting():
+            self._record(conv, "conv", _pairs(out.indice_dict[key]) * conv.in_channels * conv.out_channels)
+        return result if conv.bias is None else result._with_rows(result.rows + conv.bias.to(result.rows.dtype))
 
     def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "SparseFeatures":
+        self._record(bn, "norm", self.num_active * self.num_channels)
         return self._with_rows(batch_norm_rows(bn, self.rows))
 
     def relu(self) -> "SparseFeatures":
@@ -168,14 +175,19 @@ class SparseFeatures:
         return self._with_rows(self.rows + other.rows)
 
 
-def pair_counts(features: SparseFeatures) -> List[Tuple[str, int]]:
-    """For each rulebook: the number of (input, output) neighbour pairs, centre included.
+def _pairs(rulebook) -> int:
+    """(output, input) neighbour pairs of a submanifold rulebook, centre included.
 
-    spconv stores only half of the non-centre offsets of a submanifold rulebook (each symmetric
-    pair serves both ways) and leaves the centre out; this undoes both.
+    A Native rulebook (CPU) stores only half of the non-centre offsets (each symmetric pair
+    serves both ways) and leaves the centre out (a plain matmul over all rows); this undoes
+    both. An implicit-GEMM rulebook (CUDA) lists every offset of every output, -1 where the
+    neighbour is inactive.
     """
-    counts = []
-    for key, data in features.rulebooks().items():
-        half = int(data.indice_pair_num.sum())
-        counts.append((key, 2 * half + int(data.indices.shape[0])))
-    return counts
+    if hasattr(rulebook, "indice_pair_num"):
+        return 2 * int(rulebook.indice_pair_num.sum()) + int(rulebook.indices.shape[0])
+    return int((rulebook.pair_fwd >= 0).sum())
+
+
+def pair_counts(features: SparseFeatures) -> List[Tuple[str, int]]:
+    """``(indice_key, pairs)`` for each rulebook built so far on ``features``."""
+    return [(key, _pairs(data)) for key, data in features.rulebooks().items()]

@@ -1,0 +1,70 @@
+"""The dataset base: a list of (image file, label file) pairs read with OpenCV / Pillow."""
+from __future__ import annotations
+
+import os
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .io import DataError, read_image, read_label
+
+Sample = Tuple[str, str]  # (image path, label path)
+
+
+class SegDataset(Dataset):
+    """Pairs of files; ``dataset[key]`` returns ``(image [3, H, W] float, label [H, W] int64)``.
+
+    ``key`` may exceed ``len(dataset)``: the sample is ``key % len`` and ``key`` seeds its
+    augmentation, so a sampler that hands out ``epoch * len + index`` gets a fresh, reproducible
+    augmentation of each image in every epoch.
+
+    Subclasses fill ``samples`` and set ``classes`` / ``palette``; ``load_label`` may map ids.
+    """
+
+    classes: Sequence[str] = ()
+    palette: Optional[np.ndarray] = None
+
+    def __init__(self, samples: List[Sample], transform: Optional[Callable] = None, seed: int = 0):
+        self.samples = samples
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def missing_files(self) -> List[str]:
+        """Image and label files of the sample list that do not exist."""
+        return [path for pair in self.samples for path in pair if not os.path.isfile(path)]
+
+    def require_files(self) -> None:
+        """Raise DataError, naming the first missing file and the count, if any is missing."""
+        missing = self.missing_files()
+        if missing:
+            raise DataError(f"{missing[0]}: file missing ({len(missing)} missing files in "
+                            f"{len(self.samples)} pairs; sparse-lc check-data CONFIG lists them all)")
+
+    def name(self, index: int) -> str:
+        """A short name of sample ``index`` (its image file name without extension)."""
+        return os.path.splitext(os.path.basename(self.samples[index][0]))[0]
+
+    def load_image(self, index: int) -> np.ndarray:
+        return read_image(self.samples[index][0])
+
+    def load_label(self, index: int) -> np.ndarray:
+        return read_label(self.samples[index][1])
+
+    def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The raw pair: BGR uint8 ``[H, W, 3]`` and class ids uint8 ``[H, W]``."""
+        image, label = self.load_image(index), self.load_label(index)
+        if image.shape[:2] != label.shape:
+            raise DataError(f"{self.samples[index][1]}: label size {label.shape[1]}x{label.shape[0]} "
+                            f"differs from image size {image.shape[1]}x{image.shape[0]}")
+        return image, label
+
+    def __getitem__(self, key: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.load(key % len(self))
+        if self.transform is None:
+            raise RuntimeError("dataset has no transform: set one to get tensors, or call load()")
+        return self.transform(image, label, np.random.default_rng((self.seed, key)))
