@@ -18,7 +18,7 @@ outside the active set: the reference the sparse path must equal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -140,9 +140,11 @@ class LayerCascade(nn.Module):
         self.halo = halo
         self.pixel_mean = tuple(float(v) for v in pixel_mean)
         self.pixel_std = tuple(float(v) for v in pixel_std)
-        # channels_last: faster dense convs on CPU, and a conv weight in this layout already is
-        # spconv's KRSC layout, so the sparse path uses it without a copy.
-        self.to(memory_format=torch.channels_last)
+        _channels_last_conv_weights(self)
+
+    def stage_modules(self, stage: int) -> List[nn.Module]:
+        """The modules of stage ``stage`` (1, 2 or 3): its backbone part and its head."""
+        return [*self.backbone.stage_modules()[stage - 1], self.heads[stage - 1]]
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, rho: Optional[float] = None, execution: str = "sparse",
@@ -224,6 +226,16 @@ class LayerCascade(nn.Module):
             return self.eval()(batch.to(param.device, param.dtype), rho=rho, execution=execution)
         finally:
             self.train(was_training)
+
+
+def _channels_last_conv_weights(model: nn.Module) -> None:
+    """Store every k x k conv weight (k > 1) channels_last: faster dense convs on the CPU, and a
+    weight in this layout is already spconv's KRSC layout, so the sparse path needs no copy.
+    (1 x 1 weights stay contiguous: both layouts are the same bytes, and DDP wants one.)"""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1):
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
 def _check_rho(rho: float) -> float:

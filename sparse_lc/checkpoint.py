@@ -1,8 +1,9 @@
-"""Reading weight files safely (``torch.load(weights_only=True)``), with one-line errors."""
+"""Checkpoints: written atomically, read safely (``torch.load(weights_only=True)``), one-line errors."""
 from __future__ import annotations
 
 import os
-from typing import Dict
+import tempfile
+from typing import Any, Dict
 
 import torch
 
@@ -11,21 +12,65 @@ class CheckpointError(ValueError):
     """A weight file that cannot be used; the message names the file and the problem."""
 
 
-def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
-    """Load a state_dict from ``path`` on the CPU, without running pickled code.
+def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to
+    disk, then renamed over ``path``. A crash leaves the old file or the new one, never half."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
-    Accepts a bare state_dict or a checkpoint dict holding one under ``state_dict`` or ``model``.
-    """
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load a checkpoint dict on the CPU without running pickled code."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such weight file")
+        raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load fails in many ways on a foreign file; all mean the same
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a loadable weight file ({reason})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
+        raise CheckpointError(f"{path}: not a loadable weight file ({reason[:200]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict, got {type(data).__name__}")
+    return data
+
+
+def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
+    """A state_dict from ``path``: a bare one, or the one a checkpoint holds under ``model``
+    (sparse_lc's own) or ``state_dict`` (a common convention)."""
+    data = load_checkpoint(path)
+    for key in ("model", "state_dict"):
+        if isinstance(data.get(key), dict):
             data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+    if not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors)")
     return data
+
+
+def load_model_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a sparse_lc checkpoint (or bare state_dict) into ``model``; mismatches name the file."""
+    state = load_state_dict_file(path)
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"{path}: does not match the model of this config ({mismatch})")
+    model.load_state_dict(state)
+
+
+def state_dict_mismatch(own: Dict[str, torch.Tensor], other: Dict[str, torch.Tensor]) -> str:
+    """'' when ``other`` has exactly the keys and shapes of ``own``, else what differs."""
+    missing = sorted(set(own) - set(other))
+    unexpected = sorted(set(other) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(other) if own[k].shape != other[k].shape)
+    if not (missing or unexpected or wrong_shape):
+        return ""
+    return (f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong_shape[:3]}; "
+            f"{len(missing)}/{len(unexpected)}/{len(wrong_shape)} in all")

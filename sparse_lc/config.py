@@ -26,9 +26,47 @@ DEFAULTS: Dict[str, Any] = {
         "pixel_mean": [123.675, 116.28, 103.53],  # RGB, 0-255
         "pixel_std": [58.395, 57.12, 57.375],
     },
+    "data": {
+        "type": "synthetic",        # voc | cityscapes | folder | synthetic
+        "root": None,               # dataset folder (not used by synthetic)
+        "classes": None,            # class names (folder datasets)
+        "palette": None,            # [[r, g, b], ...] per class (folder datasets; default VOC's)
+        "train_split": "train",
+        "val_split": "val",
+        "voc_aug": False,           # VOC: train on SegmentationClassAug (10,582 images)
+        "voc_aug_list": "ImageSets/Segmentation/train_aug.txt",
+        "num_workers": 2,
+        "synthetic": {"num_train": 1000, "num_val": 100, "size": [128, 128], "seed": 0},
+    },
+    "train": {
+        "mode": "lc",               # lc (the paper) | dense (deep supervision only) | mc (model cascade)
+        "iters": 20000,
+        "warmup_iters": 5000,       # lc: deep-supervision iterations (rho = 1) before the cascade
+        "batch_size": 8,            # per process
+        "crop_size": [512, 512],
+        "scale_range": [0.5, 2.0],
+        "flip": True,
+        "optimizer": "sgd",         # sgd | adamw
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0005,
+        "poly_power": 0.9,
+        "freeze_bn": False,
+        "stage_loss_weights": [1.0, 1.0, 1.0],
+        "execution": "auto",        # auto (dense while rho = 1, else sparse) | sparse | dense
+        "checkpoint_interval": 1000,
+        "log_interval": 20,
+        "eval_interval": 0,         # 0: no evaluation during training
+        "eval_at_end": True,
+        "seed": 0,
+    },
+    "eval": {
+        "rhos": None,               # default: [model.rho, 1.0]
+    },
+    "work_dir": "work_dirs/default",
 }
 
-FREE_FORM = {"model.backbone_args"}
+FREE_FORM = {"model.backbone_args", "data.classes", "data.palette", "eval.rhos"}
 
 
 class ConfigError(ValueError):
@@ -110,3 +148,8 @@ def _close_matches(section: Dict[str, Any], key: str, prefix: str) -> str:
     if close:
         return f" (did you mean {', '.join(prefix + c for c in close)}?)"
     return f" (known keys here: {', '.join(prefix + k for k in section)})"
+
+
+def dump_config(cfg: Dict[str, Any]) -> str:
+    """The config as YAML, e.g. to store beside a run's checkpoints."""
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -62,7 +62,7 @@ def test_pretrained_file_in_config(tmp_path):
 def test_pretrained_errors_name_the_file(tmp_path):
     missing = tmp_path / "nope.pth"
     cfg = load_config(overrides=[f"model.pretrained={missing}"])
-    with pytest.raises(CheckpointError, match="nope.pth: no such weight file"):
+    with pytest.raises(CheckpointError, match="nope.pth: no such checkpoint file"):
         build_model(cfg["model"])
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
@@ -107,3 +107,11 @@ def test_real_torchvision_weights_load():
     with torch.no_grad():
         expected = real.layer2(real.layer1(real.maxpool(real.relu(real.bn1(real.conv1(x))))))
         torch.testing.assert_close(backbone.stage1(x), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet18"])
+def test_stage_modules_partition_the_parameters(name):
+    from conftest import make_cascade
+    model = make_cascade(name)
+    owned = [id(p) for stage in (1, 2, 3) for m in model.stage_modules(stage) for p in m.parameters()]
+    assert len(owned) == len(set(owned)) == len(list(model.parameters()))

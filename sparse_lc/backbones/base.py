@@ -1,7 +1,7 @@
 """What a cascade backbone is: one network split into three stages at output stride 8."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -23,6 +23,10 @@ class CascadeBackbone(nn.Module):
     output_stride: int = 8
     stage_channels: Tuple[int, int, int]
     stage_dilations: Tuple[int, int, int]
+
+    def stage_modules(self) -> Tuple[List[nn.Module], List[nn.Module], List[nn.Module]]:
+        """The modules of each stage (to freeze a stage, or to attribute work to it)."""
+        raise NotImplementedError
 
     def stage1(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W] -> [B, C1, H/8, W/8]`` (H, W multiples of 8)."""

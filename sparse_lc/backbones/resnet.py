@@ -11,6 +11,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..checkpoint import state_dict_mismatch
 from ..layers import BasicBlock, Bottleneck, init_weights, make_layer, run_blocks
 from ..ops import DenseFeatures, Features
 from .base import CascadeBackbone
@@ -33,6 +34,9 @@ class ResNetOS8(CascadeBackbone):
         self.stage_channels = (128 * e, 256 * e, 512 * e)
         self.stage_dilations = (1, dilations[0], dilations[1])
         init_weights(self)
+
+    def stage_modules(self):
+        return [self.conv1, self.bn1, self.layer1, self.layer2], [self.layer3], [self.layer4]
 
     def stage1(self, images: torch.Tensor) -> torch.Tensor:
         x = DenseFeatures(images).conv(self.conv1).norm(self.bn1).relu().pool(self.maxpool)  # [B, 64, H/4, W/4]
@@ -60,14 +64,9 @@ def load_torchvision_resnet(backbone: ResNetOS8, state_dict: Mapping[str, torch.
             dropped.append(key)
         else:
             cleaned[key] = value
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(cleaned))
-    unexpected = sorted(set(cleaned) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(cleaned) if own[k].shape != cleaned[k].shape)
-    if missing or unexpected or wrong_shape:
-        raise ValueError("not a matching torchvision ResNet state_dict: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]}"
-                         f" ({len(missing)}/{len(unexpected)}/{len(wrong_shape)} in all)")
+    mismatch = state_dict_mismatch(backbone.state_dict(), cleaned)
+    if mismatch:
+        raise ValueError(f"not a matching torchvision ResNet state_dict ({mismatch})")
     backbone.load_state_dict(cleaned)
     return dropped
 

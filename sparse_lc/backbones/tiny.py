@@ -18,18 +18,23 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class TinyOS8(CascadeBackbone):
-    """Three stride-2 convs and a block (stage 1), then one dilated block per later stage."""
+    """Three stride-2 convs and ``depths[0]`` blocks (stage 1), then ``depths[1]`` and
+    ``depths[2]`` dilated blocks (stages 2 and 3) of widths ``widths``."""
 
-    def __init__(self, widths: Tuple[int, int, int] = (16, 24, 32), dilations: Tuple[int, int] = (2, 4)):
+    def __init__(self, widths: Tuple[int, int, int] = (16, 24, 32), dilations: Tuple[int, int] = (2, 4),
+                 depths: Tuple[int, int, int] = (1, 1, 1)):
         super().__init__()
         c1, c2, c3 = widths
-        self.stem = nn.Sequential(_conv_bn_relu(3, 8), _conv_bn_relu(8, c1), _conv_bn_relu(c1, c1))
-        self.layer1 = make_layer(BasicBlock, c1, c1, 1)
-        self.layer2 = make_layer(BasicBlock, c1, c2, 1, dilation=dilations[0])
-        self.layer3 = make_layer(BasicBlock, c2, c3, 1, dilation=dilations[1])
+        self.stem = nn.Sequential(_conv_bn_relu(3, min(c1, 16)), _conv_bn_relu(min(c1, 16), c1), _conv_bn_relu(c1, c1))
+        self.layer1 = make_layer(BasicBlock, c1, c1, depths[0])
+        self.layer2 = make_layer(BasicBlock, c1, c2, depths[1], dilation=dilations[0])
+        self.layer3 = make_layer(BasicBlock, c2, c3, depths[2], dilation=dilations[1])
         self.stage_channels = (c1, c2, c3)
         self.stage_dilations = (1, dilations[0], dilations[1])
         init_weights(self)
+
+    def stage_modules(self):
+        return [self.stem, self.layer1], [self.layer2], [self.layer3]
 
     def stage1(self, images: torch.Tensor) -> torch.Tensor:
         return run_blocks(run_sequential(DenseFeatures(images), self.stem), self.layer1).to_dense()
@@ -42,5 +47,6 @@ class TinyOS8(CascadeBackbone):
 
 
 @register_backbone("tiny")
-def tiny(widths: Tuple[int, int, int] = (16, 24, 32), dilations: Tuple[int, int] = (2, 4)) -> TinyOS8:
-    return TinyOS8(tuple(widths), tuple(dilations))
+def tiny(widths: Tuple[int, int, int] = (16, 24, 32), dilations: Tuple[int, int] = (2, 4),
+         depths: Tuple[int, int, int] = (1, 1, 1)) -> TinyOS8:
+    return TinyOS8(tuple(widths), tuple(dilations), tuple(depths))

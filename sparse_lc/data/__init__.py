@@ -1,5 +1,7 @@
 """Datasets (VOC, Cityscapes, folder, synthetic), OpenCV transforms and file reading."""
 from .base import SegDataset
+from .builder import DATA_TYPES, build_dataset
+from .check import DataProblem, check_dataset
 from .cityscapes import CityscapesDataset
 from .folder import FolderDataset
 from .io import DataError, read_image, read_label, write_label
@@ -7,6 +9,6 @@ from .synthetic import SyntheticShapes, render_scene
 from .transforms import IGNORE_INDEX, EvalTransform, TrainTransform
 from .voc import VOCDataset
 
-__all__ = ["IGNORE_INDEX", "CityscapesDataset", "DataError", "EvalTransform", "FolderDataset",
+__all__ = ["DATA_TYPES", "IGNORE_INDEX", "DataProblem", "build_dataset", "check_dataset", "CityscapesDataset", "DataError", "EvalTransform", "FolderDataset",
            "SegDataset", "SyntheticShapes", "TrainTransform", "VOCDataset", "read_image",
            "read_label", "render_scene", "write_label"]

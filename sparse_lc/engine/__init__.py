@@ -1,4 +1,9 @@
-"""What the command line runs: each function takes a model and data, never parses arguments."""
+"""What the command line runs: each function takes a config or a model, never parses arguments."""
 from .demo import DemoRow, confidence_quantiles, run_demo
+from .evaluation import EvalResult, evaluate
+from .macs import DenseMacs, count_macs
+from .plots import plot_rho_sweep
+from .training import TrainingDiverged, TrainSummary, train
 
-__all__ = ["DemoRow", "confidence_quantiles", "run_demo"]
+__all__ = ["DemoRow", "DenseMacs", "EvalResult", "TrainSummary", "TrainingDiverged", "confidence_quantiles",
+           "count_macs", "evaluate", "plot_rho_sweep", "run_demo", "train"]

@@ -1,0 +1,146 @@
+"""Evaluation the way the paper reports it: mIoU from a confusion matrix, and what each stage did.
+
+For each rho, over a dataset (whole images, batch 1, any size):
+
+* mIoU, per-class IoU, pixel accuracy, mean accuracy, from one confusion matrix (label 255
+  ignored). A class absent from both the labels and the predictions has no IoU (None) and is
+  left out of the mean, as in mmsegmentation.
+* ``stage_share``: the share of pixels (input resolution) decided by each stage; sums to 1.
+* ``stage_accuracy``: pixel accuracy over the labelled pixels each stage decided.
+* ``boundary_share``: the share of the pixels decided by stages 2-3 that lie within 3 pixels
+  of a label boundary (the paper's observation: hard pixels gather on boundaries);
+  ``boundary_share_by_stage`` gives it per stage.
+* ``macs_cascade``: mean MACs per image of the cascade as run (sparse); ``macs_dense``: of the
+  same model run dense (every stage and head on every pixel).
+
+Under torchrun each process evaluates every world_size-th image and the counts are summed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..cascade import LayerCascade
+from ..data import IGNORE_INDEX, SegDataset
+from .dist import DistInfo, all_reduce_sum
+from .macs import DenseMacs, count_macs
+
+BOUNDARY_RADIUS = 3
+
+
+@dataclass
+class EvalResult:
+    rho: float
+    miou: float
+    per_class_iou: List[Optional[float]]
+    pixel_acc: float
+    mean_acc: float
+    stage_share: List[float]
+    stage_accuracy: List[Optional[float]]
+    boundary_share: Optional[float]
+    boundary_share_by_stage: List[Optional[float]]
+    macs_cascade: float
+    macs_dense: float
+    num_images: int
+
+    def to_json(self) -> Dict:
+        return asdict(self)
+
+
+def boundary_mask(label: np.ndarray, radius: int = BOUNDARY_RADIUS) -> np.ndarray:
+    """``[H, W]`` bool: pixels within ``radius`` of a change of label (255 counts as a label)."""
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    return cv2.dilate(label, kernel) != cv2.erode(label, kernel)
+
+
+def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[K, K]`` int64, rows = label, columns = prediction, over pixels whose label is not 255."""
+    valid = label != IGNORE_INDEX
+    index = label[valid] * num_classes + pred[valid]
+    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def _ratio(num: float, den: float) -> Optional[float]:
+    return num / den if den > 0 else None
+
+
+def metrics_from_confusion(conf: torch.Tensor) -> Dict:
+    """mIoU, per-class IoU, pixel and mean accuracy of a ``[K, K]`` confusion matrix."""
+    conf = conf.double()
+    tp, gt, pred = conf.diag(), conf.sum(1), conf.sum(0)
+    iou = [_ratio(float(t), float(u)) for t, u in zip(tp, gt + pred - tp)]
+    acc = [_ratio(float(t), float(g)) for t, g in zip(tp, gt)]
+    defined_iou = [v for v in iou if v is not None]
+    defined_acc = [v for v in acc if v is not None]
+    return {"miou": sum(defined_iou) / len(defined_iou) if defined_iou else math.nan,
+            "per_class_iou": iou,
+            "pixel_acc": float(tp.sum() / conf.sum()) if conf.sum() > 0 else math.nan,
+            "mean_acc": sum(defined_acc) / len(defined_acc) if defined_acc else math.nan}
+
+
+class _Counts:
+    """Everything summed over images for one rho, in one tensor (one all-reduce)."""
+
+    def __init__(self, num_classes: int):
+        self.k = num_classes
+        # confusion K*K | per stage: pixels, labelled, correct, near boundary | macs cascade, dense, images
+        self.data = torch.zeros(num_classes ** 2 + 12 + 3, dtype=torch.float64)
+
+    def add(self, conf, pixels, labelled, correct, boundary, macs_cascade, macs_dense):
+        k2 = self.k ** 2
+        self.data[:k2] += conf.flatten().double()
+        for i, values in enumerate((pixels, labelled, correct, boundary)):
+            self.data[k2 + 3 * i: k2 + 3 * i + 3] += torch.as_tensor(values, dtype=torch.float64)
+        self.data[k2 + 12:] += torch.tensor([macs_cascade, macs_dense, 1.0], dtype=torch.float64)
+
+    def result(self, rho: float) -> EvalResult:
+        k2 = self.k ** 2
+        conf = self.data[:k2].reshape(self.k, self.k)
+        pixels, labelled, correct, boundary = (self.data[k2 + 3 * i: k2 + 3 * i + 3].tolist() for i in range(4))
+        macs_cascade, macs_dense, images = self.data[k2 + 12:].tolist()
+        total = sum(pixels)
+        return EvalResult(
+            rho=rho, **metrics_from_confusion(conf),
+            stage_share=[p / total for p in pixels],
+            stage_accuracy=[_ratio(c, n) for c, n in zip(correct, labelled)],
+            boundary_share=_ratio(boundary[1] + boundary[2], pixels[1] + pixels[2]),
+            boundary_share_by_stage=[_ratio(b, p) for b, p in zip(boundary, pixels)],
+            macs_cascade=macs_cascade / images, macs_dense=macs_dense / images, num_images=int(images))
+
+
+@torch.no_grad()
+def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[float],
+             info: DistInfo = DistInfo(), progress: bool = True) -> List[EvalResult]:
+    """Evaluate ``model`` at every rho in ``rhos`` (one trained model, no retraining)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    dense_macs = DenseMacs(model)
+    counts = {rho: _Counts(model.num_classes) for rho in rhos}
+    indices = range(info.rank, len(dataset), info.world_size)
+    for index in tqdm(indices, desc="eval", unit="img", disable=not (progress and info.is_main)):
+        image, label = dataset[index]
+        image, label = image[None].to(device), label.to(device)
+        boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
+        labelled = label != IGNORE_INDEX
+        for rho in rhos:
+            result, macs = count_macs(model, image, rho=rho)
+            pred = result.labels[0]
+            stage_map = result.stage_map_at(tuple(label.shape))[0]
+            stages = [stage_map == s for s in (1, 2, 3)]
+            counts[rho].add(confusion_matrix(pred, label, model.num_classes),
+                            pixels=[int(s.sum()) for s in stages],
+                            labelled=[int((s & labelled).sum()) for s in stages],
+                            correct=[int((s & labelled & (pred == label)).sum()) for s in stages],
+                            boundary=[int((s & boundary).sum()) for s in stages],
+                            macs_cascade=macs.total(), macs_dense=dense_macs(*label.shape))
+    model.train(was_training)
+    for c in counts.values():
+        c.data = all_reduce_sum(c.data.to(device), info).cpu()
+    return [counts[rho].result(rho) for rho in rhos]

@@ -1,0 +1,43 @@
+"""The cascade's training loss: each stage's cross-entropy over the pixels it decides."""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..cascade import CascadeResult
+from ..data import IGNORE_INDEX
+
+
+def labels_on_grid(labels: torch.Tensor, stride: int = 8) -> torch.Tensor:
+    """``[B, H, W]`` labels -> ``[B, h, w]`` on the feature grid (h = ceil(H / stride)): the label
+    at the centre of each cell, as DeepLab shrinks labels; padding is ignored (255)."""
+    height, width = labels.shape[1:]
+    pad_h, pad_w = -height % stride, -width % stride
+    padded = F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+    return padded[:, stride // 2::stride, stride // 2::stride]
+
+
+def cascade_loss(result: CascadeResult, labels: torch.Tensor,
+                 weights: Sequence[float] = (1.0, 1.0, 1.0)) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``sum_k weight_k * CE_k``, where CE_k averages stage k's cross-entropy over the labelled
+    pixels stage k decides: all pixels for stage 1, the hard pixels of stage 1 for stage 2, those
+    still hard for stage 3. (With rho = 1 every stage decides every pixel: deep supervision.)
+
+    Returns the total and the three per-stage losses (detached; 0 for a stage with no pixel).
+    """
+    grid = labels_on_grid(labels)
+    decides = (torch.ones_like(result.hard_masks[0]), result.hard_masks[0], result.hard_masks[1])
+    total = result.stage_logits[0].new_zeros(())
+    per_stage = []
+    for logits, mask, weight in zip(result.stage_logits, decides, weights):
+        target = torch.where(mask, grid, torch.full_like(grid, IGNORE_INDEX))
+        count = int((target != IGNORE_INDEX).sum())
+        if count == 0 or weight == 0:
+            per_stage.append(0.0)
+            continue
+        loss = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / count
+        total = total + weight * loss
+        per_stage.append(float(loss.detach()))
+    return total, torch.tensor(per_stage)

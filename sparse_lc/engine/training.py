@@ -1,0 +1,294 @@
+"""End-to-end training of a layer cascade, and the paper's two baselines.
+
+``train.mode`` picks the schedule (all of it in one config):
+
+* ``lc`` (the paper): ``warmup_iters`` of deep supervision (rho = 1: every stage learns on
+  every pixel), then cascade fine-tuning at ``model.rho``: stage 1's loss covers all pixels,
+  stage 2's the pixels stage 1 left hard, stage 3's those still hard; the sparse path computes
+  gradients only where a stage computed.
+* ``dense``: deep supervision for the whole run; test it at rho = 1 (the dense model).
+* ``mc`` (model cascade): three equal phases; phase k trains only stage k (earlier stages
+  frozen, batch norm included) on the pixels it receives at ``model.rho``.
+
+SGD (momentum) or AdamW with DeepLab's poly schedule, restarted per phase in ``mc``. Runs as
+one process or under ``torchrun`` (DDP; each process loads ``batch_size`` images).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from ..builder import build_model
+from ..cascade import LayerCascade
+from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..config import dump_config
+from ..data import build_dataset
+from .dist import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
+from .evaluation import evaluate
+from .losses import cascade_loss
+
+TRAIN_MODES = ("lc", "dense", "mc")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    start: int                                # first iteration (0-based)
+    end: int                                  # one past the last
+    rho: float
+    stages: Tuple[int, ...]                   # stages whose parameters train
+    loss_weights: Tuple[float, float, float]
+
+
+def build_phases(cfg: Dict[str, Any]) -> List[Phase]:
+    t, rho = cfg["train"], cfg["model"]["rho"]
+    iters, weights = t["iters"], tuple(t["stage_loss_weights"])
+    if t["mode"] == "lc":
+        warmup = min(t["warmup_iters"], iters)
+        phases = [Phase("deep-supervision", 0, warmup, 1.0, (1, 2, 3), weights),
+                  Phase("cascade", warmup, iters, rho, (1, 2, 3), weights)]
+    elif t["mode"] == "dense":
+        phases = [Phase("dense", 0, iters, 1.0, (1, 2, 3), weights)]
+    elif t["mode"] == "mc":
+        cuts = [round(iters * k / 3) for k in range(4)]
+        one_hot = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+        phases = [Phase(f"mc-stage{k + 1}", cuts[k], cuts[k + 1], 0.0 if k == 0 else rho, (k + 1,), one_hot[k])
+                  for k in range(3)]
+    else:
+        raise ValueError(f"train.mode must be one of {TRAIN_MODES}, got {t['mode']!r}")
+    return [p for p in phases if p.end > p.start]
+
+
+def phase_at(phases: List[Phase], iteration: int) -> Phase:
+    return next(p for p in phases if p.start <= iteration < p.end)
+
+
+class ResumableBatchSampler(Sampler):
+    """Batches of dataset keys for iterations ``start_iter .. total_iters - 1``.
+
+    Each epoch is a :class:`DistributedSampler` permutation (seeded by ``seed`` and the epoch,
+    this process's shard, incomplete batches dropped); key = ``epoch * len(dataset) + index``,
+    so each epoch augments differently and iteration i always gets the same batch: resuming
+    at any iteration continues exactly.
+    """
+
+    def __init__(self, dataset_len: int, batch_size: int, seed: int, info: DistInfo,
+                 start_iter: int, total_iters: int):
+        self.sampler = DistributedSampler(range(dataset_len), num_replicas=info.world_size, rank=info.rank,
+                                          shuffle=True, seed=seed, drop_last=True)
+        self.dataset_len, self.batch_size = dataset_len, batch_size
+        self.per_epoch = len(self.sampler) // batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"the training set has {dataset_len} images: too few for batch_size "
+                             f"{batch_size} on {info.world_size} process(es)")
+        self.start_iter, self.total_iters = start_iter, total_iters
+
+    def __len__(self) -> int:
+        return self.total_iters - self.start_iter
+
+    def __iter__(self) -> Iterator[List[int]]:
+        iteration = self.start_iter
+        while iteration < self.total_iters:
+            epoch, offset = divmod(iteration, self.per_epoch)
+            self.sampler.set_epoch(epoch)
+            indices = list(self.sampler)
+            for b in range(offset, self.per_epoch):
+                if iteration >= self.total_iters:
+                    return
+                yield [epoch * self.dataset_len + i for i in indices[b * self.batch_size:(b + 1) * self.batch_size]]
+                iteration += 1
+
+
+def build_optimizer(model: torch.nn.Module, t: Dict[str, Any]) -> torch.optim.Optimizer:
+    if t["optimizer"] == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
+    if t["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    raise ValueError(f"train.optimizer must be sgd or adamw, got {t['optimizer']!r}")
+
+
+def poly_schedule(phases: List[Phase], cfg: Dict[str, Any]):
+    """LR factor of an iteration: DeepLab's poly decay over the run (``lc``, ``dense``), or over
+    each phase (``mc``, whose phases train separate stages from scratch)."""
+    t = cfg["train"]
+
+    def factor(iteration: int) -> float:
+        if t["mode"] == "mc":
+            p = phase_at(phases, min(iteration, t["iters"] - 1))
+            progress = (iteration - p.start) / (p.end - p.start)
+        else:
+            progress = iteration / t["iters"]
+        return max(1.0 - progress, 0.0) ** t["poly_power"]
+    return factor
+
+
+def set_trainable(model: LayerCascade, phase: Phase, freeze_bn: bool) -> None:
+    """Train mode for the stages of ``phase``; frozen stages (and BN, if ``freeze_bn``) stay in
+    eval mode with ``requires_grad=False``."""
+    model.train()
+    for stage in (1, 2, 3):
+        trainable = stage in phase.stages
+        for module in model.stage_modules(stage):
+            module.train(trainable)
+            for p in module.parameters():
+                p.requires_grad_(trainable)
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad_(False)
+
+
+def _wrap(model: LayerCascade, info: DistInfo) -> torch.nn.Module:
+    """DDP across processes. ``find_unused_parameters``: a process whose batch has no hard pixel
+    runs no stage 2-3 and must still take part in their gradient all-reduce."""
+    if not info.distributed:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+class JsonlLog:
+    """Appends one JSON object per line (main process only)."""
+
+    def __init__(self, path: str, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: Dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class TrainSummary:
+    model: LayerCascade                           # the trained model (unwrapped from DDP)
+    work_dir: str
+    iterations: int
+    final_checkpoint: str
+    evaluation: Optional[List[Dict[str, Any]]]    # EvalResult.to_json() per rho, if evaluated
+
+
+def _checkpoint_state(model, optimizer, scheduler, iteration, cfg) -> Dict[str, Any]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng, "config": cfg}
+
+
+def _restore(path: str, model, optimizer, scheduler) -> int:
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        return int(state["iteration"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot resume from it ({str(e).splitlines()[0][:200]})") from None
+
+
+def _check_finite(loss: torch.Tensor, iteration: int, info: DistInfo, latest: Optional[str]) -> None:
+    """Stop every process together when any process's loss is NaN or infinite."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=loss.device)
+    if all_reduce_sum(bad, info).item() > 0:
+        kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
+        raise TrainingDiverged(f"iteration {iteration}: the loss is {float(loss.detach())}; training stopped, {kept}")
+
+
+def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progress: bool = True) -> TrainSummary:
+    """Train the model of ``cfg``; writes ``latest.pth``, ``final.pth``, ``log.jsonl`` and
+    ``config.yaml`` to ``cfg["work_dir"]`` (main process). Returns where things went."""
+    info = init_distributed(device)
+    t, work_dir = cfg["train"], cfg["work_dir"]
+    latest, final = os.path.join(work_dir, "latest.pth"), os.path.join(work_dir, "final.pth")
+    torch.manual_seed(t["seed"])
+    model = build_model(cfg["model"]).to(info.device)
+    dataset = build_dataset(cfg, train=True)
+    phases = build_phases(cfg)
+    optimizer = build_optimizer(model, t)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(phases, cfg))
+    start = _restore(latest, model, optimizer, scheduler) if resume else 0
+    if start >= t["iters"]:
+        raise ValueError(f"{latest}: training already finished ({start} of {t['iters']} iterations)")
+    if info.is_main:
+        os.makedirs(work_dir, exist_ok=True)
+        with open(os.path.join(work_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(dump_config(cfg))
+    log = JsonlLog(os.path.join(work_dir, "log.jsonl"), info.is_main)
+    sampler = ResumableBatchSampler(len(dataset), t["batch_size"], t["seed"], info, start, t["iters"])
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"])
+    bar = tqdm(total=t["iters"], initial=start, desc="train", unit="it", disable=not (progress and info.is_main))
+    saved = latest if resume else None
+    phase, net, window = None, model, []
+    for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
+        if phase is None or not phase.start <= iteration < phase.end:
+            phase = phase_at(phases, iteration)
+            set_trainable(model, phase, t["freeze_bn"])
+            net = _wrap(model, info)
+        tic = time.perf_counter()
+        execution = "dense" if phase.rho >= 1.0 and t["execution"] == "auto" else t["execution"]
+        execution = "sparse" if execution == "auto" else execution
+        result = net(images.to(info.device), rho=phase.rho, execution=execution)
+        loss, stage_losses = cascade_loss(result, labels.to(info.device), phase.loss_weights)
+        _check_finite(loss, iteration + 1, info, saved)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        window.append((float(loss.detach()), stage_losses, result.stage_shares, time.perf_counter() - tic))
+        done = iteration + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", phase=phase.name,
+                        shares="/".join(f"{100 * s:.0f}" for s in result.stage_shares))
+        if done % t["log_interval"] == 0 or done == t["iters"]:
+            log.write(_train_record(done, phase, optimizer, window))
+            window = []
+        if done % t["checkpoint_interval"] == 0 or done == t["iters"]:
+            if info.is_main:
+                save_checkpoint(latest, _checkpoint_state(model, optimizer, scheduler, done, cfg))
+            saved = latest
+        if t["eval_interval"] and done % t["eval_interval"] == 0 and done != t["iters"]:
+            _evaluate_and_log(model, cfg, info, log, done, progress)
+            set_trainable(model, phase, t["freeze_bn"])
+    bar.close()
+    broadcast_buffers(model, info)
+    if info.is_main:
+        save_checkpoint(final, {"model": model.state_dict(), "iteration": t["iters"], "config": cfg})
+    evaluation = _evaluate_and_log(model, cfg, info, log, t["iters"], progress) if t["eval_at_end"] else None
+    return TrainSummary(model, work_dir, t["iters"], final, evaluation)
+
+
+def _train_record(done: int, phase: Phase, optimizer, window) -> Dict[str, Any]:
+    n = len(window)
+    return {"type": "train", "iter": done, "phase": phase.name, "rho": phase.rho,
+            "lr": optimizer.param_groups[0]["lr"],
+            "loss": sum(w[0] for w in window) / n,
+            "loss_stage": (sum(w[1] for w in window) / n).tolist(),
+            "stage_share": [sum(w[2][k] for w in window) / n for k in range(3)],
+            "sec_per_iter": sum(w[3] for w in window) / n}
+
+
+def _evaluate_and_log(model: LayerCascade, cfg, info: DistInfo, log: JsonlLog, done: int,
+                      progress: bool) -> List[Dict[str, Any]]:
+    rhos = cfg["eval"]["rhos"] or [cfg["model"]["rho"], 1.0]
+    results = [r.to_json() for r in evaluate(model, build_dataset(cfg, train=False), rhos, info, progress)]
+    for r in results:
+        log.write({"type": "eval", "iter": done, **r})
+    return results

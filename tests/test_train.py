@@ -1,0 +1,234 @@
+"""Training: phases, losses, checkpoints (atomic, resumable, safe), NaN stop, DDP on gloo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import make_cascade, random_images
+from sparse_lc import load_config
+from sparse_lc.checkpoint import load_checkpoint
+from sparse_lc.engine import TrainingDiverged, train
+from sparse_lc.engine import training as train_module
+from sparse_lc.engine.dist import DistInfo
+from sparse_lc.engine.losses import cascade_loss, labels_on_grid
+from sparse_lc.engine.training import build_phases, set_trainable
+
+HERE = os.path.dirname(__file__)
+
+SMALL = ["model.backbone=tiny", "model.num_classes=6", "model.head_channels=8", "model.rho=0.5",
+         "data.num_workers=0", "data.synthetic.num_train=8", "data.synthetic.num_val=2",
+         "data.synthetic.size=[32,32]", "train.crop_size=[32,32]", "train.batch_size=2",
+         "train.iters=6", "train.warmup_iters=3", "train.checkpoint_interval=3", "train.log_interval=2",
+         "train.optimizer=adamw", "train.lr=0.01", "eval.rhos=[0.5,1.0]"]
+
+
+def small_cfg(tmp_path, *extra):
+    return load_config(overrides=[*SMALL, f"work_dir={tmp_path}", *extra])
+
+
+def test_training_writes_checkpoints_log_and_evaluation(tmp_path):
+    summary = train(small_cfg(tmp_path), progress=False)
+    for name in ("latest.pth", "final.pth", "log.jsonl", "config.yaml"):
+        assert (tmp_path / name).is_file()
+    latest = load_checkpoint(str(tmp_path / "latest.pth"))  # weights_only=True
+    assert latest["iteration"] == 6 and {"model", "optimizer", "scheduler", "rng", "config"} <= set(latest)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["type"] == "train"]
+    assert [r["iter"] for r in train_records] == [2, 4, 6]
+    assert [r["phase"] for r in train_records] == ["deep-supervision", "cascade", "cascade"]
+    assert train_records[0]["stage_share"] == [0.0, 0.0, 1.0]  # rho = 1 in the warm-up
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["rho"] for r in evals] == [0.5, 1.0] and summary.evaluation[1]["rho"] == 1.0
+    assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    straight = train(small_cfg(tmp_path / "a", "train.eval_at_end=false"), progress=False).model.state_dict()
+
+    real_build = train_module.build_dataset
+    calls = {"n": 0}
+
+    def crashing_dataset(cfg, train):
+        dataset = real_build(cfg, train)
+        getitem = dataset.__class__.__getitem__
+
+        class Crashing(dataset.__class__):
+            def __getitem__(self, key):
+                calls["n"] += 1
+                if calls["n"] > 8:  # 4 iterations of batch 2, then the machine "dies"
+                    raise RuntimeError("simulated crash")
+                return getitem(self, key)
+        dataset.__class__ = Crashing
+        return dataset
+
+    monkeypatch.setattr(train_module, "build_dataset", crashing_dataset)
+    cfg = small_cfg(tmp_path / "b", "train.eval_at_end=false")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, progress=False)
+    assert load_checkpoint(str(tmp_path / "b" / "latest.pth"))["iteration"] == 3
+    monkeypatch.setattr(train_module, "build_dataset", real_build)
+    resumed = train(cfg, resume=True, progress=False).model.state_dict()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real_loss = train_module.cascade_loss
+    calls = {"n": 0}
+
+    def nan_at_five(result, labels, weights):
+        calls["n"] += 1
+        loss, stages = real_loss(result, labels, weights)
+        return (loss * float("nan"), stages) if calls["n"] == 5 else (loss, stages)
+
+    monkeypatch.setattr(train_module, "cascade_loss", nan_at_five)
+    with pytest.raises(TrainingDiverged, match=r"iteration 5: the loss is nan.*latest.pth"):
+        train(small_cfg(tmp_path), progress=False)
+    kept = load_checkpoint(str(tmp_path / "latest.pth"))
+    assert kept["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_nan_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from sparse_lc.cli import main
+    monkeypatch.setattr(train_module, "cascade_loss",
+                        lambda r, l, w: (r.stage_logits[0].sum() * float("inf"), torch.zeros(3)))
+    args = [os.devnull, "--work-dir", str(tmp_path), "--no-progress"] + [a for o in SMALL for a in ("--set", o)]
+    assert main(["train", *args]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "iteration 1: the loss is inf" in err and "no checkpoint was written yet" in err
+
+
+def test_phases_of_each_mode(tmp_path):
+    lc = build_phases(small_cfg(tmp_path))
+    assert [(p.name, p.start, p.end, p.rho) for p in lc] == [("deep-supervision", 0, 3, 1.0), ("cascade", 3, 6, 0.5)]
+    dense = build_phases(small_cfg(tmp_path, "train.mode=dense"))
+    assert [(p.rho, p.stages) for p in dense] == [(1.0, (1, 2, 3))]
+    mc = build_phases(small_cfg(tmp_path, "train.mode=mc"))
+    assert [(p.start, p.end, p.stages, p.loss_weights) for p in mc] == [
+        (0, 2, (1,), (1.0, 0.0, 0.0)), (2, 4, (2,), (0.0, 1.0, 0.0)), (4, 6, (3,), (0.0, 0.0, 1.0))]
+
+
+def test_model_cascade_freezes_earlier_stages(tmp_path, monkeypatch):
+    saved = {}
+    real_save = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda path, state: (
+        saved.__setitem__(state["iteration"], {k: v.clone() for k, v in state["model"].items()}),
+        real_save(path, state)))
+    train(small_cfg(tmp_path, "train.mode=mc", "train.eval_at_end=false", "train.checkpoint_interval=2"),
+          progress=False)
+    stage = {1: "backbone.layer1.0.conv1.weight", 2: "backbone.layer2.0.conv1.weight",
+             3: "backbone.layer3.0.conv1.weight"}
+    start = make_cascade(seed=0).state_dict()  # only shapes matter below
+    assert set(saved) == {2, 4, 6} and start[stage[1]].shape == saved[2][stage[1]].shape
+    assert torch.equal(saved[2][stage[1]], saved[6][stage[1]])      # stage 1 frozen after phase 1
+    assert torch.equal(saved[4][stage[2]], saved[6][stage[2]])      # stage 2 frozen after phase 2
+    assert not torch.equal(saved[2][stage[2]], saved[4][stage[2]])  # ...but trained in phase 2
+    assert not torch.equal(saved[4][stage[3]], saved[6][stage[3]])  # stage 3 trained in phase 3
+    assert torch.equal(saved[2]["backbone.layer1.0.bn1.running_mean"], saved[6]["backbone.layer1.0.bn1.running_mean"])
+    model = make_cascade(num_classes=6, head_channels=8)
+    set_trainable(model, build_phases(small_cfg(tmp_path, "train.mode=mc"))[2], freeze_bn=False)
+    assert not any(p.requires_grad for m in model.stage_modules(1) + model.stage_modules(2) for p in m.parameters())
+    assert all(p.requires_grad for m in model.stage_modules(3) for p in m.parameters())
+    assert not model.heads[0].training and model.heads[2].training
+
+
+def test_frozen_bn_keeps_statistics(tmp_path):
+    summary = train(small_cfg(tmp_path, "train.freeze_bn=true", "train.eval_at_end=false"), progress=False)
+    bn = summary.model.backbone.layer1[0].bn1
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))  # never updated
+    assert torch.equal(bn.weight.detach(), torch.ones_like(bn.weight))      # never trained
+
+
+def test_loss_covers_only_the_pixels_each_stage_decides():
+    model = make_cascade().train()
+    images = random_images(batch=2, height=32, width=40)
+    grid = (2, 4, 5)
+    hard1 = torch.zeros(grid, dtype=torch.bool)
+    hard1[:, :2] = True
+    hard2 = hard1.clone()
+    hard2[:, :, 2:] = False
+    result = model(images, hard_masks=(hard1, hard2))
+    for logits in result.stage_logits:
+        logits.retain_grad()
+    labels = torch.randint(0, 5, (2, 32, 40))
+    loss, per_stage = cascade_loss(result, labels)
+    loss.backward()
+    grads = [l.grad.abs().sum(1) > 0 for l in result.stage_logits]  # [B, h, w]
+    assert grads[0].all()
+    assert torch.equal(grads[1], hard1) and torch.equal(grads[2], hard2)
+    assert (per_stage > 0).all()
+
+
+def test_labels_on_grid_take_cell_centres():
+    labels = torch.arange(16 * 24).reshape(1, 16, 24)
+    grid = labels_on_grid(labels)
+    assert grid.shape == (1, 2, 3) and grid[0, 1, 2] == labels[0, 12, 20]
+    assert (labels_on_grid(torch.zeros(1, 12, 12, dtype=torch.long))[0, 1, 1] == 255)  # padding is ignored
+
+
+def _ddp_worker(rank, world, init_file, hard_pixels, out):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = make_cascade(seed=0).train()
+    net = train_module._wrap(model, DistInfo(rank, world, torch.device("cpu")))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    images = random_images(batch=1, height=32, width=32, seed=rank)
+    hard1 = torch.zeros(1, 4, 4, dtype=torch.bool)
+    if hard_pixels[rank]:
+        hard1[0, 1:3] = True
+    for _ in range(3):
+        result = net(images, execution="sparse", hard_masks=(hard1, hard1))
+        loss, _ = cascade_loss(result, torch.randint(0, 5, (1, 32, 32), generator=torch.Generator().manual_seed(rank)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.save(dict(model.named_parameters()), os.path.join(out, f"w{rank}.pth"))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("hard_pixels", [(False, True), (False, False)])
+def test_ddp_with_a_rank_that_has_no_hard_pixel(tmp_path, hard_pixels):
+    """Stages 2-3 unused on one rank (or on all): no hang, no error, parameters stay identical.
+    (Buffers are DDP's to sync, at the next forward; train() broadcasts them at the end.)"""
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), hard_pixels, str(tmp_path)), nprocs=2)
+    w0, w1 = (torch.load(tmp_path / f"w{r}.pth", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    start = dict(make_cascade(seed=0).named_parameters())
+    changed = not torch.equal(w0["backbone.layer3.0.conv1.weight"], start["backbone.layer3.0.conv1.weight"])
+    assert changed == any(hard_pixels)
+
+
+def _write_config(path, overrides):
+    """The overrides as a YAML config file."""
+    nested = {}
+    for item in overrides:
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        d = nested
+        for k in parents:
+            d = d.setdefault(k, {})
+        d[leaf] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump(nested))
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(tmp_path):
+    config, work = tmp_path / "cfg.yaml", tmp_path / "work"
+    _write_config(config, SMALL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--standalone", os.path.join(HERE, "ddp_train_script.py"), str(config), str(work)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w0, w1 = (torch.load(work / f"rank{r}.pth", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert load_checkpoint(str(work / "final.pth"))["iteration"] == 6
+    assert load_checkpoint(str(work / "latest.pth"))["iteration"] == 6
+    log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert sum(r["type"] == "train" for r in log) == 3  # written once, by rank 0
