@@ -36,7 +36,8 @@ DEFAULTS: Dict[str, Any] = {
         "voc_aug": False,           # VOC: train on SegmentationClassAug (10,582 images)
         "voc_aug_list": "ImageSets/Segmentation/train_aug.txt",
         "num_workers": 2,
-        "synthetic": {"num_train": 1000, "num_val": 100, "size": [128, 128], "seed": 0},
+        "synthetic": {"num_train": 1000, "num_val": 100, "size": [128, 128], "seed": 0,
+                      "num_objects": [2, 5], "radius_range": [0.14, 0.30]},
     },
     "train": {
         "mode": "lc",               # lc (the paper) | dense (deep supervision only) | mc (model cascade)

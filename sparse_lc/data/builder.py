@@ -45,7 +45,8 @@ def _make_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object])
     if kind == "synthetic":
         syn = data["synthetic"]
         return SyntheticShapes(split, syn["num_train"] if train else syn["num_val"], tuple(syn["size"]),
-                               transform, seed=syn["seed"])
+                               transform, seed=syn["seed"], num_objects=tuple(syn["num_objects"]),
+                               radius_range=tuple(syn["radius_range"]))
     _require_root(data)
     if kind == "voc":
         return VOCDataset(data["root"], split, data["voc_aug"] and train, data["voc_aug_list"], transform, seed)

@@ -78,8 +78,11 @@ def _fill(kind: int, rng: np.random.Generator, shape: Tuple[int, int]) -> np.nda
 
 
 def render_scene(rng: np.random.Generator, size: Tuple[int, int] = (128, 128),
-                 num_objects: Tuple[int, int] = (3, 7)) -> Tuple[np.ndarray, np.ndarray]:
-    """One scene: BGR uint8 ``[H, W, 3]`` and class ids uint8 ``[H, W]``."""
+                 num_objects: Tuple[int, int] = (2, 5),
+                 radius_range: Tuple[float, float] = (0.14, 0.30)) -> Tuple[np.ndarray, np.ndarray]:
+    """One scene: BGR uint8 ``[H, W, 3]`` and class ids uint8 ``[H, W]``. Between
+    ``num_objects[0]`` and ``num_objects[1] - 1`` objects, each of radius ``radius_range``
+    times the image's shorter side."""
     height, width = size
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     grey = rng.uniform(70, 190) + rng.uniform(-8, 8, size=3)
@@ -89,7 +92,7 @@ def render_scene(rng: np.random.Generator, size: Tuple[int, int] = (128, 128),
     scale = min(height, width)
     for _ in range(int(rng.integers(*num_objects))):
         kind = int(rng.choice(len(_CLASS_WEIGHTS), p=_CLASS_WEIGHTS))
-        radius = int(rng.uniform(0.10, 0.22) * scale)
+        radius = int(rng.uniform(*radius_range) * scale)
         center = (int(rng.integers(0, width)), int(rng.integers(0, height)))
         mask = _outline(kind, rng, center, radius, size).astype(bool)
         image[mask] = _fill(kind, rng, size)[mask]
@@ -105,11 +108,13 @@ class SyntheticShapes(SegDataset):
     palette = SYNTHETIC_PALETTE
 
     def __init__(self, split: str = "train", num_images: int = 512, size: Tuple[int, int] = (128, 128),
-                 transform: Optional[Callable] = None, seed: int = 0):
+                 transform: Optional[Callable] = None, seed: int = 0, num_objects: Tuple[int, int] = (2, 5),
+                 radius_range: Tuple[float, float] = (0.14, 0.30)):
         if split not in _SPLIT_IDS:
             raise ValueError(f"synthetic split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
         super().__init__([], transform, seed)
         self.split, self.num_images, self.size = split, num_images, tuple(size)
+        self.num_objects, self.radius_range = tuple(num_objects), tuple(radius_range)
 
     def __len__(self) -> int:
         return self.num_images
@@ -118,4 +123,5 @@ class SyntheticShapes(SegDataset):
         return f"synthetic_{self.split}_{index:05d}"
 
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
-        return render_scene(np.random.default_rng((self.seed, _SPLIT_IDS[self.split], index)), self.size)
+        rng = np.random.default_rng((self.seed, _SPLIT_IDS[self.split], index))
+        return render_scene(rng, self.size, self.num_objects, self.radius_range)

@@ -242,21 +242,12 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
             phase = phase_at(phases, iteration)
             set_trainable(model, phase, t["freeze_bn"])
             net = _wrap(model, info)
-        tic = time.perf_counter()
-        execution = "dense" if phase.rho >= 1.0 and t["execution"] == "auto" else t["execution"]
-        execution = "sparse" if execution == "auto" else execution
-        result = net(images.to(info.device), rho=phase.rho, execution=execution)
-        loss, stage_losses = cascade_loss(result, labels.to(info.device), phase.loss_weights)
-        _check_finite(loss, iteration + 1, info, saved)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        window.append((float(loss.detach()), stage_losses, result.stage_shares, time.perf_counter() - tic))
+        step = _step(net, optimizer, scheduler, images.to(info.device), labels.to(info.device), phase,
+                     _execution(t["execution"], phase.rho), info, iteration + 1, saved)
+        window.append(step)
         done = iteration + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", phase=phase.name,
-                        shares="/".join(f"{100 * s:.0f}" for s in result.stage_shares))
+        bar.set_postfix(loss=f"{step[0]:.3f}", phase=phase.name, shares="/".join(f"{100 * s:.0f}" for s in step[2]))
         if done % t["log_interval"] == 0 or done == t["iters"]:
             log.write(_train_record(done, phase, optimizer, window))
             window = []
@@ -273,6 +264,28 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
         save_checkpoint(final, {"model": model.state_dict(), "iteration": t["iters"], "config": cfg})
     evaluation = _evaluate_and_log(model, cfg, info, log, t["iters"], progress) if t["eval_at_end"] else None
     return TrainSummary(model, work_dir, t["iters"], final, evaluation)
+
+
+def _step(net, optimizer, scheduler, images, labels, phase: Phase, execution: str, info: DistInfo,
+          iteration: int, saved: Optional[str]) -> Tuple[float, torch.Tensor, Tuple[float, float, float], float]:
+    """One optimisation step; returns (loss, per-stage losses, stage shares, seconds)."""
+    tic = time.perf_counter()
+    result = net(images, rho=phase.rho, execution=execution)
+    loss, stage_losses = cascade_loss(result, labels, phase.loss_weights)
+    _check_finite(loss, iteration, info, saved)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach()), stage_losses, result.stage_shares, time.perf_counter() - tic
+
+
+def _execution(setting: str, rho: float) -> str:
+    """``auto``: dense while every pixel goes through every stage (rho = 1: the same result,
+    less overhead), sparse otherwise."""
+    if setting != "auto":
+        return setting
+    return "dense" if rho >= 1.0 else "sparse"
 
 
 def _train_record(done: int, phase: Phase, optimizer, window) -> Dict[str, Any]:
