@@ -15,8 +15,8 @@ from .builder import build_model
 from .checkpoint import CheckpointError, load_model_weights
 from .config import ConfigError, load_config
 from .data import DataError, build_dataset, check_dataset, render_scene
-from .engine import (DemoRow, EvalResult, TrainingDiverged, confidence_quantiles, evaluate, plot_rho_sweep,
-                     run_demo, train)
+from .engine import (DemoRow, EvalResult, TrainingDiverged, confidence_quantiles, evaluate, run_demo,
+                     save_eval_report, train)
 from .engine.dist import init_distributed
 from .inference import prepare_images
 
@@ -153,16 +153,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not info.is_main:
         return 0
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "eval.json"), "w", encoding="utf-8") as f:
-        json.dump([r.to_json() for r in results], f, indent=1)
-    if len(results) > 1:
-        plot_rho_sweep(results, os.path.join(out, "rho_sweep.png"), title=os.path.basename(args.config))
+    written = save_eval_report(results, out, title=os.path.basename(args.config))
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
         _print_eval(results)
-        print(f"wrote {os.path.join(out, 'eval.json')}" + (" and rho_sweep.png" if len(results) > 1 else ""))
+        print("wrote " + ", ".join(written))
     return 0
 
 

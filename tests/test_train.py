@@ -34,7 +34,7 @@ def small_cfg(tmp_path, *extra):
 
 def test_training_writes_checkpoints_log_and_evaluation(tmp_path):
     summary = train(small_cfg(tmp_path), progress=False)
-    for name in ("latest.pth", "final.pth", "log.jsonl", "config.yaml"):
+    for name in ("latest.pth", "final.pth", "log.jsonl", "config.yaml", "eval.json", "rho_sweep.png"):
         assert (tmp_path / name).is_file()
     latest = load_checkpoint(str(tmp_path / "latest.pth"))  # weights_only=True
     assert latest["iteration"] == 6 and {"model", "optimizer", "scheduler", "rng", "config"} <= set(latest)

@@ -1,7 +1,9 @@
-"""Pictures of results: the accuracy-compute trade-off of a rho sweep."""
+"""Pictures and files of results: the accuracy-compute trade-off of a rho sweep."""
 from __future__ import annotations
 
-from typing import Sequence
+import json
+import os
+from typing import List, Sequence
 
 import matplotlib
 
@@ -46,3 +48,16 @@ def plot_rho_sweep(results: Sequence[EvalResult], path: str, title: str = "") ->
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = "") -> List[str]:
+    """Write ``eval.json`` (one object per rho) and, for several rho, ``rho_sweep.png`` into
+    ``folder``; returns the paths written."""
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, "eval.json")]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        json.dump([r.to_json() for r in results], f, indent=1)
+    if len(results) > 1:
+        paths.append(os.path.join(folder, "rho_sweep.png"))
+        plot_rho_sweep(results, paths[1], title)
+    return paths

@@ -34,6 +34,7 @@ from ..data import build_dataset
 from .dist import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
 from .evaluation import evaluate
 from .losses import cascade_loss
+from .plots import save_eval_report
 
 TRAIN_MODES = ("lc", "dense", "mc")
 
@@ -213,8 +214,9 @@ def _check_finite(loss: torch.Tensor, iteration: int, info: DistInfo, latest: Op
 
 
 def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progress: bool = True) -> TrainSummary:
-    """Train the model of ``cfg``; writes ``latest.pth``, ``final.pth``, ``log.jsonl`` and
-    ``config.yaml`` to ``cfg["work_dir"]`` (main process). Returns where things went."""
+    """Train the model of ``cfg``; writes ``latest.pth``, ``final.pth``, ``log.jsonl``,
+    ``config.yaml`` and the evaluation (``eval.json``, ``rho_sweep.png``) to ``cfg["work_dir"]``
+    (main process). Returns the model and where things went."""
     info = init_distributed(device)
     t, work_dir = cfg["train"], cfg["work_dir"]
     latest, final = os.path.join(work_dir, "latest.pth"), os.path.join(work_dir, "final.pth")
@@ -301,7 +303,9 @@ def _train_record(done: int, phase: Phase, optimizer, window) -> Dict[str, Any]:
 def _evaluate_and_log(model: LayerCascade, cfg, info: DistInfo, log: JsonlLog, done: int,
                       progress: bool) -> List[Dict[str, Any]]:
     rhos = cfg["eval"]["rhos"] or [cfg["model"]["rho"], 1.0]
-    results = [r.to_json() for r in evaluate(model, build_dataset(cfg, train=False), rhos, info, progress)]
+    results = evaluate(model, build_dataset(cfg, train=False), rhos, info, progress)
+    if info.is_main:
+        save_eval_report(results, cfg["work_dir"], title=f"{os.path.basename(cfg['work_dir'])}, iteration {done}")
     for r in results:
-        log.write({"type": "eval", "iter": done, **r})
-    return results
+        log.write({"type": "eval", "iter": done, **r.to_json()})
+    return [r.to_json() for r in results]
