@@ -14,24 +14,28 @@ from . import __version__
 from .builder import build_model
 from .checkpoint import CheckpointError, load_model_weights
 from .config import ConfigError, load_config
-from .data import DataError, build_dataset, check_dataset, render_scene
-from .engine import (DemoRow, EvalResult, TrainingDiverged, confidence_quantiles, evaluate, run_demo,
-                     save_eval_report, train)
+from .data import DataError, build_dataset, check_dataset, read_photo, render_scene
+from .engine import EvalResult, TrainingDiverged, evaluate, profile_macs, save_eval_report, segment_files, train
 from .engine.dist import init_distributed
 from .inference import prepare_images
+from .loading import SAMPLES_DIR, class_names_and_palette, load_model
+from .tables import eval_table, profile_table, segment_table
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
-    if required:
-        parser.add_argument("config", help="YAML config file")
-    else:
-        parser.add_argument("--config", default=None, help="YAML config (default: built-in defaults)")
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set model.rho=0.9 (repeatable)")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help="YAML config (default: the checkpoint's own, or the bundled model's)")
+    parser.add_argument("--checkpoint", default=None, help="weights .pth (default: the bundled model)")
+    _add_overrides(parser)
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +44,8 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _load(args: argparse.Namespace):
-    cfg = load_config(args.config, args.overrides)
-    if getattr(args, "work_dir", None):
-        cfg["work_dir"] = args.work_dir
-    return cfg
+def _parser(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=_Formatter, help=summary, description=description)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,95 +56,142 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sparse-lc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser("demo", formatter_class=_Formatter,
-                          help="run the cascade on a generated image and print per-stage shares",
-                          description="Run the model (config defaults: ResNet-18 OS8; untrained unless "
-                                      "model.pretrained is set) on a generated image, sparse and dense, "
-                                      "and print per-stage pixel shares, times and their agreement.")
-    _add_config_args(demo, required=False)
-    demo.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
-                      help="size of the generated image")
-    demo.add_argument("--rho", type=float, nargs="+", default=None,
-                      help="thresholds to run (default: 0, 1 and the 25/50/75%% quantiles of "
-                           "stage-1 confidence, which split even an untrained model's pixels)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the generated image and weights")
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    demo = _parser(sub, "demo", "segment the bundled samples with the bundled model",
+                   "Segment the sample images shipped with sparse_lc using the bundled model (a small "
+                   "cascade trained on the synthetic dataset); print per-stage pixel shares and the MACs "
+                   "saved against the dense run, and check that sparse and dense execution agree.")
+    demo.add_argument("--out", default="sparse_lc_demo", help="folder for the pictures")
+    demo.add_argument("--rho", type=float, default=None, help="threshold (default: the model's)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
-    tr = sub.add_parser("train", formatter_class=_Formatter, help="train a cascade (torchrun for DDP)",
-                        description="Train the model of CONFIG: deep supervision, then cascade fine-tuning "
-                                    "(train.mode lc), or a baseline (dense, mc). Writes latest.pth, final.pth, "
-                                    "log.jsonl and config.yaml to work_dir. Under torchrun: DDP.")
-    _add_config_args(tr, required=True)
+    seg = _parser(sub, "segment", "segment image files or folders",
+                  "Segment images (jpg, png, bmp, tif; 8 or 16 bit; gray, BGR or BGRA). Per image: "
+                  "NAME_label.png (class ids, palette PNG), NAME_overlay.jpg and NAME_stages.png (which "
+                  "stage decided each pixel). Without --config and --checkpoint: the bundled model. A file "
+                  "that cannot be read is reported and skipped; the exit code is then 1.")
+    seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    _add_model_args(seg)
+    seg.add_argument("--rho", type=float, default=None, help="threshold (default: the model's)")
+    seg.add_argument("--out", default="sparse_lc_out", help="output folder")
+    seg.add_argument("--max-side", type=int, default=1024,
+                     help="run images whose longer side exceeds this downscaled (outputs keep full size); 0: never")
+    seg.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
+    _add_run_args(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    prof = _parser(sub, "profile", "MACs of the cascade against the dense run",
+                   "Per stage (and with --layers per layer): MACs of the dense run and of the cascade, the "
+                   "active-pixel share and the ratio, as means over the images. Without --config and "
+                   "--checkpoint: the bundled model.")
+    _add_model_args(prof)
+    source = prof.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", metavar="IMG", help="image file(s) to profile on")
+    source.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="a generated image of this size")
+    prof.add_argument("--rho", type=float, nargs="+", default=None, help="threshold(s) (default: the model's)")
+    prof.add_argument("--json", action="store_true", help="print one JSON object (a list for several --rho)")
+    prof.add_argument("--layers", action="store_true", help="print every layer, not only the stages")
+    prof.set_defaults(func=cmd_profile)
+
+    tr = _parser(sub, "train", "train a cascade (torchrun for DDP)",
+                 "Train the model of CONFIG: deep supervision, then cascade fine-tuning (train.mode lc), "
+                 "or a baseline (dense, mc). Writes latest.pth, final.pth, log.jsonl, config.yaml and the "
+                 "final evaluation to work_dir. Under torchrun: DDP.")
+    tr.add_argument("config", help="YAML config file")
+    _add_overrides(tr)
     tr.add_argument("--work-dir", default=None, help="override work_dir of the config")
     tr.add_argument("--resume", action="store_true", help="continue from work_dir/latest.pth")
     _add_run_args(tr)
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", formatter_class=_Formatter, help="evaluate a checkpoint at one or more rho",
-                        description="mIoU, per-class IoU, accuracy, per-stage statistics and MACs on the "
-                                    "validation split of CONFIG, for each rho (one trained model).")
-    _add_config_args(ev, required=True)
+    ev = _parser(sub, "eval", "evaluate a checkpoint at one or more rho",
+                 "mIoU, per-class IoU, accuracy, per-stage statistics and MACs on the validation split of "
+                 "CONFIG, for each rho (one trained model). Writes eval.json and rho_sweep.png.")
+    ev.add_argument("config", help="YAML config file")
     ev.add_argument("checkpoint", help="checkpoint (.pth) written by sparse-lc train")
+    _add_overrides(ev)
     ev.add_argument("--rho", type=float, nargs="+", default=None,
                     help="thresholds (default: eval.rhos of the config, else model.rho and 1)")
     ev.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
-    ev.add_argument("--out", default=None,
-                    help="folder for eval.json and rho_sweep.png (default: the checkpoint's folder)")
+    ev.add_argument("--out", default=None, help="folder for eval.json and rho_sweep.png (default: the checkpoint's)")
     _add_run_args(ev)
     ev.set_defaults(func=cmd_eval)
 
-    check = sub.add_parser("check-data", formatter_class=_Formatter, help="report problems in a dataset",
-                           description="Walk the training and validation splits of CONFIG and report missing "
-                                       "pairs, unreadable files, size mismatches and out-of-range labels.")
-    _add_config_args(check, required=True)
+    check = _parser(sub, "check-data", "report problems in a dataset",
+                    "Walk the training and validation splits of CONFIG and report missing pairs, unreadable "
+                    "files, size mismatches and out-of-range labels, each with its path.")
+    check.add_argument("config", help="YAML config file")
+    _add_overrides(check)
     check.add_argument("--split", choices=("train", "val", "both"), default="both", help="which split(s)")
     check.set_defaults(func=cmd_check_data)
     return parser
 
 
+def _config(args: argparse.Namespace):
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "work_dir", None):
+        cfg["work_dir"] = args.work_dir
+    return cfg
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    model = build_model(cfg["model"]).eval()
-    image, _ = render_scene(np.random.default_rng(args.seed), tuple(args.size))
-    images = prepare_images(image, model.pixel_mean, model.pixel_std, channel_order="bgr")
-    rhos = args.rho
-    trained = "pretrained backbone" if cfg["model"]["pretrained"] else "random weights"
-    print(f"model {cfg['model']['backbone']} ({trained}), image {args.size[0]}x{args.size[1]} "
-          f"(generated, seed {args.seed}), {torch.get_num_threads()} threads")
-    if rhos is None:
-        with torch.no_grad():
-            quantiles = confidence_quantiles(model, images, (0.25, 0.5, 0.75))
-        rhos = [0.0, *quantiles, 1.0]
-        print("rho: 0, 1 and the 25/50/75% quantiles of stage-1 confidence "
-              "(an untrained model is unsure everywhere)")
-    _print_demo(run_demo(model, images, rhos))
+    model, cfg = load_model()
+    _, palette = class_names_and_palette(cfg)
+    records = segment_files(model, [SAMPLES_DIR], args.out, palette, args.rho, progress=not args.no_progress)
+    rho = args.rho if args.rho is not None else model.rho
+    print(f"bundled model: a {cfg['model']['backbone']} cascade trained on synthetic shapes, rho = {rho:g}")
+    print(segment_table(records))
+    batch = prepare_images(read_photo(records[0].path), model.pixel_mean, model.pixel_std, "bgr")
+    with torch.no_grad():
+        sparse, dense = (model(batch, rho=rho, execution=e) for e in ("sparse", "dense"))
+    print(f"sparse and dense execution agree on {os.path.basename(records[0].path)}: "
+          f"max |logit difference| = {float((sparse.logits - dense.logits).abs().max()):.1e}")
+    print(f"pictures in {args.out}/: NAME_overlay.jpg, NAME_stages.png, NAME_label.png")
     return 0
 
 
-def _print_demo(rows: List[DemoRow]) -> None:
-    print(f"{'rho':>10} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} {'sparse ms':>10} {'dense ms':>9} "
-          f"{'speed-up':>8} {'max|sparse-dense|':>18}")
-    for r in rows:
-        s1, s2, s3 = (100 * s for s in r.shares)
-        print(f"{r.rho:>10.6g} {s1:>7.1f}% {s2:>7.1f}% {s3:>7.1f}% {1e3 * r.sparse_s:>10.1f} "
-              f"{1e3 * r.dense_s:>9.1f} {r.dense_s / r.sparse_s:>7.2f}x {r.max_abs_diff:>18.2e}")
+def cmd_segment(args: argparse.Namespace) -> int:
+    model, cfg = load_model(args.config, args.checkpoint, args.overrides)
+    model.to(init_distributed(args.device).device)
+    _, palette = class_names_and_palette(cfg)
+    records = segment_files(model, args.inputs, args.out, palette, args.rho, args.max_side,
+                            progress=not args.no_progress)
+    print(json.dumps([r.to_json() for r in records]) if args.json else segment_table(records))
+    failed = [r for r in records if not r.ok]
+    for r in failed:
+        print(f"{r.path}: {r.error}", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(records)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    model, _ = load_model(args.config, args.checkpoint, args.overrides)
+    if args.input:
+        pictures = [read_photo(path) for path in args.input]
+    else:
+        pictures = [render_scene(np.random.default_rng(0), tuple(args.size))[0]]
+    images = [prepare_images(p, model.pixel_mean, model.pixel_std, "bgr") for p in pictures]
+    reports = [profile_macs(model, images, rho) for rho in (args.rho or [model.rho])]
+    if args.json:
+        data = [r.to_json() for r in reports]
+        print(json.dumps(data[0] if len(data) == 1 else data))
+    else:
+        print("\n\n".join(profile_table(r, args.layers) for r in reports))
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    summary = train(_load(args), resume=args.resume, device=args.device, progress=not args.no_progress)
+    summary = train(_config(args), resume=args.resume, device=args.device, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary.iterations} iterations; weights in {summary.final_checkpoint}")
         if summary.evaluation:
-            _print_eval([EvalResult(**r) for r in summary.evaluation])
+            print(eval_table([EvalResult(**r) for r in summary.evaluation]))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _config(args)
     info = init_distributed(args.device)
     model = build_model(cfg["model"])
     load_model_weights(model, args.checkpoint)
@@ -157,27 +205,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:
-        _print_eval(results)
+        print(eval_table(results))
         print("wrote " + ", ".join(written))
     return 0
 
 
-def _fmt(value: Optional[float], scale: float = 100.0) -> str:
-    return "  -  " if value is None else f"{scale * value:5.1f}"
-
-
-def _print_eval(results: List[EvalResult]) -> None:
-    print(f"{'rho':>6} {'mIoU':>6} {'pixAcc':>6} | {'share s1':>8} {'s2':>5} {'s3':>5} | {'acc s1':>6} "
-          f"{'s2':>5} {'s3':>5} | {'bnd s2-3':>8} | {'GMACs':>7} {'dense':>7} {'ratio':>6}")
-    for r in results:
-        print(f"{r.rho:>6g} {_fmt(r.miou):>6} {_fmt(r.pixel_acc):>6} | {_fmt(r.stage_share[0]):>8} "
-              f"{_fmt(r.stage_share[1])} {_fmt(r.stage_share[2])} | {_fmt(r.stage_accuracy[0]):>6} "
-              f"{_fmt(r.stage_accuracy[1])} {_fmt(r.stage_accuracy[2])} | {_fmt(r.boundary_share):>8} | "
-              f"{r.macs_cascade / 1e9:7.3f} {r.macs_dense / 1e9:7.3f} {r.macs_dense / r.macs_cascade:5.2f}x")
-
-
 def cmd_check_data(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _config(args)
     splits = {"train": [True], "val": [False], "both": [True, False]}[args.split]
     problems, total = [], 0
     for train_split in splits:

@@ -84,6 +84,15 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Di
     return cfg
 
 
+def config_from_dict(data: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """DEFAULTS, then ``data`` (e.g. the config stored in a checkpoint), then overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    merge(cfg, data, source=source)
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
 def _read_with_bases(path: str, seen: tuple) -> Dict[str, Any]:
     path = os.path.abspath(path)
     if path in seen:

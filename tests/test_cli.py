@@ -1,13 +1,21 @@
-"""The command line: help, version, the demo, and one-line errors."""
+"""The command line: help, version, demo, segment (good and bad inputs), profile."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
+from PIL import Image
 
 import sparse_lc
-from sparse_lc.cli import main
+from sparse_lc.cli import build_parser, main
+from sparse_lc.data import read_label
+
+REPO = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_version(capsys):
@@ -17,31 +25,109 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"sparse-lc {sparse_lc.__version__}"
 
 
-def test_help_lists_commands_and_defaults(capsys):
-    with pytest.raises(SystemExit):
-        main(["demo", "--help"])
-    out = capsys.readouterr().out
-    for option in ("--config", "--set", "--size", "--rho", "--seed", "--threads"):
-        assert option in out
-    assert "default: [512, 512]" in out
+def test_every_option_has_help_with_its_default():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert set(subparsers.choices) == {"demo", "segment", "profile", "train", "eval", "check-data"}
+    for name, sub in subparsers.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings} has no help"
+                if action.default not in (None, False, [], argparse_suppress()):
+                    assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
 
 
-def test_demo_prints_stage_shares(capsys):
-    assert main(["demo", "--set", "model.backbone=tiny", "--size", "48", "64", "--rho", "0", "1"]) == 0
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def test_demo_segments_the_bundled_samples(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    lines = [line.split() for line in out.splitlines() if line.strip().startswith(("0 ", "1 "))]
-    assert [line[1:4] for line in lines] == [["100.0%", "0.0%", "0.0%"], ["0.0%", "0.0%", "100.0%"]]
-    assert all(float(line[-1]) < 1e-4 for line in lines)  # sparse and dense agree
+    rows = [line.split() for line in out.splitlines() if line.startswith("shapes_")]
+    assert len(rows) == 6
+    for row in rows:
+        shares = [float(v.rstrip("%")) for v in row[3:6]]
+        assert abs(sum(shares) - 100) < 0.2 and shares[0] > 50
+        assert float(row[-1].rstrip("x")) > 2  # MACs saved against the dense run
+    assert "max |logit difference| = " in out
+    assert float(out.split("max |logit difference| = ")[1].split()[0]) < 1e-4
+    assert len(list(tmp_path.glob("*_stages.png"))) == 6
+
+
+def _write(path, array):
+    assert cv2.imwrite(str(path), array)
+    return str(path)
+
+
+def test_segment_handles_any_photo_and_keeps_going(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = [
+        _write(inputs / "rgb.jpg", rng.integers(0, 256, (45, 67, 3), dtype=np.uint8)),
+        _write(inputs / "gray16.png", rng.integers(0, 65535, (30, 41), dtype=np.uint16)),
+        _write(inputs / "bgra.png", rng.integers(0, 256, (20, 33, 4), dtype=np.uint8)),
+        _write(inputs / "rgb16.tif", rng.integers(0, 65535, (25, 18, 3), dtype=np.uint16)),
+        _write(inputs / "one.bmp", rng.integers(0, 256, (1, 1, 3), dtype=np.uint8)),
+        _write(inputs / "big.png", rng.integers(0, 256, (700, 1500, 3), dtype=np.uint8)),
+    ]
+    broken = inputs / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 this is not really a jpeg")
+    out = tmp_path / "out"
+    code = main(["segment", str(inputs), str(tmp_path / "nope.png"), "--out", str(out), "--no-progress",
+                 "--max-side", "512"])
+    captured = capsys.readouterr()
+    assert code == 1
+    err = [line for line in captured.err.splitlines() if line.strip()]
+    assert any(line.startswith(str(broken)) and "cannot decode image" in line for line in err)
+    assert any(line.startswith(str(tmp_path / "nope.png")) and "no such file" in line for line in err)
+    assert "2 of 8 input(s) failed" in err[-1]
+    for path in files:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        height, width = cv2.imread(path, cv2.IMREAD_UNCHANGED).shape[:2]
+        label = read_label(str(out / f"{stem}_label.png"))
+        assert label.shape == (height, width) and label.max() < 6
+        assert Image.open(out / f"{stem}_label.png").mode == "P"
+        assert cv2.imread(str(out / f"{stem}_overlay.jpg")).shape[:2] == (height, width)
+        assert cv2.imread(str(out / f"{stem}_stages.png")).shape[:2] == (height, width)
+
+
+def test_segment_never_overwrites_an_input(tmp_path, capsys):
+    image = _write(tmp_path / "x.png", np.zeros((16, 16, 3), np.uint8))
+    victim = _write(tmp_path / "x_label.png", np.full((16, 16, 3), 7, np.uint8))
+    before = open(victim, "rb").read()
+    assert main(["segment", image, victim, "--out", str(tmp_path), "--no-progress"]) == 1
+    assert open(victim, "rb").read() == before
+    assert "would overwrite an input" in capsys.readouterr().err
+
+
+def test_segment_json_and_same_names(tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        _write(tmp_path / folder / "img.png", np.full((24, 24, 3), 90, np.uint8))
+    assert main(["segment", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o"),
+                 "--json", "--no-progress"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["ok"] for r in records] == [True, True]
+    assert {os.path.basename(r["outputs"][0]) for r in records} == {"img_label.png", "img-2_label.png"}
+    assert all(r["macs_dense"] > r["macs_cascade"] > 0 for r in records)
 
 
 def test_bad_config_is_one_line_error(capsys, tmp_path):
-    assert main(["demo", "--set", "model.backbone=resnet81"]) == 2
+    assert main(["profile", "--size", "32", "32", "--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "unknown backbone 'resnet81'" in err and "resnet18" in err
-    assert main(["demo", "--config", str(tmp_path / "nope.yaml")]) == 2
-    assert "nope.yaml: cannot read config" in capsys.readouterr().err
+    assert err.count("\n") == 0 and "nope.yaml: cannot read config" in err
+    assert main(["profile", "--size", "32", "32", "--config", os.devnull, "--set", "model.backbone=resnet81"]) == 2
+    assert "unknown backbone 'resnet81'" in capsys.readouterr().err
 
 
-def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "sparse_lc.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "demo" in out.stdout
+@pytest.mark.parametrize("tool, args", [("segment.py", ["--help"]), ("profile.py", ["--size", "32", "48", "--json"]),
+                                        ("demo.py", ["--help"]), ("train.py", ["--help"])])
+def test_tools_scripts_and_console_script(tool, args):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    if "--json" in args:
+        assert set(json.loads(proc.stdout)) >= {"dense_macs", "sparse_macs", "ratio", "stages", "layers"}

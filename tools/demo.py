@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Thin wrapper: ``python tools/demo.py [options]`` == ``sparse-lc demo [options]``."""
+"""``python tools/demo.py [options]`` == ``sparse-lc demo [options]``."""
 import sys
 
 from sparse_lc.cli import main

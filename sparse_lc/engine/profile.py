@@ -1,0 +1,91 @@
+"""MACs of a cascade run against the dense run, per layer and per stage (``sparse-lc profile``).
+
+The dense run is the same model with every stage and head on every pixel (``execution="dense"``,
+rho = 1); its conv MACs equal ``torch.utils.flop_counter``'s count. The cascade run is the
+sparse execution at the given rho; a submanifold conv's MACs are its rulebook pairs (centre
+included) x C_in x C_out, which on the CPU equals what the flop counter sees spconv's torch.mm
+calls do. Norms count one multiply-add per element. Data-dependent compute is a distribution:
+with several images the numbers are means per image (detectron2's habit).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Sequence
+
+import torch
+
+from ..cascade import LayerCascade
+from .macs import count_macs
+
+STAGES = ("stage1", "stage2", "stage3")
+
+
+@dataclass
+class LayerProfile:
+    name: str
+    stage: str
+    kind: str              # conv or norm
+    dense_macs: float
+    sparse_macs: float
+    active_fraction: float  # output positions the cascade computed / positions of the full map
+
+
+@dataclass
+class StageProfile:
+    name: str
+    dense_macs: float
+    sparse_macs: float
+    active_fraction: float  # pixels the stage computed / all pixels
+
+
+@dataclass
+class ProfileReport:
+    rho: float
+    num_images: int
+    dense_macs: float
+    sparse_macs: float
+    ratio: float            # dense / sparse
+    stages: List[StageProfile]
+    layers: List[LayerProfile]
+
+    def to_json(self) -> Dict:
+        return asdict(self)
+
+
+def layer_stages(model: LayerCascade) -> Dict[str, str]:
+    """Module name -> the stage it belongs to, for every module of the model."""
+    owner = {}
+    for k, stage in enumerate(STAGES, start=1):
+        for top in model.stage_modules(k):
+            for module in top.modules():
+                owner[id(module)] = stage
+    return {name: owner[id(m)] for name, m in model.named_modules() if id(m) in owner}
+
+
+@torch.no_grad()
+def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: float) -> ProfileReport:
+    """Profile ``model`` on each ``[1, 3, H, W]`` (or ``[3, H, W]``) normalised image at ``rho``."""
+    model.eval()
+    stage_of = layer_stages(model)
+    totals: Dict[str, List[float]] = {}  # name -> [dense, sparse, active, positions]
+    kinds: Dict[str, str] = {}
+    active = torch.zeros(3, dtype=torch.float64)
+    for image in images:
+        _, dense = count_macs(model, image, rho=1.0, execution="dense")
+        result, sparse = count_macs(model, image, rho=rho, execution="sparse")
+        for r in dense.by_layer().values():
+            totals.setdefault(r.name, [0.0, 0.0, 0.0, 0.0])[0] += r.macs
+            totals[r.name][3] += r.positions
+            kinds[r.name] = r.kind
+        for r in sparse.by_layer().values():
+            totals[r.name][1] += r.macs
+            totals[r.name][2] += r.active
+        active += torch.tensor([float(m.double().mean()) for m in result.active_masks], dtype=torch.float64)
+    n = len(images)
+    layers = [LayerProfile(name, stage_of[name], kinds[name], d / n, s / n, a / p if p else 0.0)
+              for name, (d, s, a, p) in totals.items()]
+    stages = [StageProfile(stage, sum(l.dense_macs for l in layers if l.stage == stage),
+                           sum(l.sparse_macs for l in layers if l.stage == stage), float(active[k]) / n)
+              for k, stage in enumerate(STAGES)]
+    dense_total, sparse_total = sum(s.dense_macs for s in stages), sum(s.sparse_macs for s in stages)
+    return ProfileReport(rho, n, dense_total, sparse_total, dense_total / sparse_total, stages, layers)

@@ -1,0 +1,56 @@
+"""Getting a ready model: from a config, a checkpoint, both, or the bundled default."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+import numpy as np
+
+from .builder import build_model
+from .cascade import LayerCascade
+from .checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from .config import config_from_dict, load_config
+from .data.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES, voc_palette
+from .data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
+
+ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+BUNDLED_CHECKPOINT = os.path.join(ASSETS, "lc_synthetic_small.pth")
+SAMPLES_DIR = os.path.join(ASSETS, "samples")
+
+
+def load_model(config: Optional[str] = None, checkpoint: Optional[str] = None,
+               overrides: Iterable[str] = ()) -> Tuple[LayerCascade, Dict[str, Any]]:
+    """The model and its config.
+
+    * neither: the bundled default (a small cascade trained on the synthetic dataset);
+    * a checkpoint only: its weights, and the config stored in it by ``sparse-lc train``;
+    * a config only: that model, untrained (enough to profile MACs);
+    * both: the config's model with the checkpoint's weights.
+    """
+    if config is None and checkpoint is None:
+        checkpoint = BUNDLED_CHECKPOINT
+    if config is not None:
+        cfg = load_config(config, overrides)
+    else:
+        stored = load_checkpoint(checkpoint).get("config")
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{checkpoint}: holds no config; pass --config too")
+        cfg = config_from_dict(stored, source=checkpoint, overrides=overrides)
+    cfg["model"]["pretrained"] = None  # the checkpoint, if any, holds every weight
+    model = build_model(cfg["model"])
+    if checkpoint is not None:
+        load_model_weights(model, checkpoint)
+    return model.eval(), cfg
+
+
+def class_names_and_palette(cfg: Dict[str, Any]) -> Tuple[Tuple[str, ...], np.ndarray]:
+    """Class names and RGB palette ``[K, 3]`` for the dataset a config names (VOC colours pad
+    out a palette shorter than ``model.num_classes``)."""
+    data, k = cfg["data"], cfg["model"]["num_classes"]
+    known = {"synthetic": (SYNTHETIC_CLASSES, SYNTHETIC_PALETTE), "voc": (VOC_CLASSES, voc_palette(21)),
+             "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)}
+    names, palette = known.get(data["type"], (data["classes"] or (), data["palette"]))
+    names = tuple(names) + tuple(f"class {i}" for i in range(len(names or ()), k))
+    fallback = voc_palette(max(k, 1))
+    palette = np.asarray(palette, np.uint8) if palette is not None and len(palette) else fallback[:0]
+    return names[:k], np.concatenate([palette, fallback[len(palette):k]])[:k]

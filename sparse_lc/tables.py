@@ -1,0 +1,55 @@
+"""Plain-text tables of results, as the command line prints them."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+from .engine import EvalResult, ProfileReport, SegmentRecord
+
+
+def _pct(value: Optional[float]) -> str:
+    return "  -  " if value is None else f"{100 * value:5.1f}"
+
+
+def eval_table(results: List[EvalResult]) -> str:
+    lines = [f"{'rho':>6} {'mIoU':>6} {'pixAcc':>6} | {'share s1':>8} {'s2':>5} {'s3':>5} | {'acc s1':>6} "
+             f"{'s2':>5} {'s3':>5} | {'bnd s2-3':>8} | {'GMACs':>7} {'dense':>7} {'ratio':>6}"]
+    for r in results:
+        lines.append(f"{r.rho:>6g} {_pct(r.miou):>6} {_pct(r.pixel_acc):>6} | {_pct(r.stage_share[0]):>8} "
+                     f"{_pct(r.stage_share[1])} {_pct(r.stage_share[2])} | {_pct(r.stage_accuracy[0]):>6} "
+                     f"{_pct(r.stage_accuracy[1])} {_pct(r.stage_accuracy[2])} | {_pct(r.boundary_share):>8} | "
+                     f"{r.macs_cascade / 1e9:7.3f} {r.macs_dense / 1e9:7.3f} {r.macs_dense / r.macs_cascade:5.2f}x")
+    return "\n".join(lines)
+
+
+def segment_table(records: List[SegmentRecord]) -> str:
+    done = [r for r in records if r.ok]
+    if not done:
+        return "no image segmented"
+    width = max(len(os.path.basename(r.path)) for r in done)
+    lines = [f"{'image':<{width}} {'size':>9} {'ms':>7} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} "
+             f"{'GMACs':>8} {'dense':>8} {'saved':>6}"]
+    for r in done:
+        s1, s2, s3 = (100 * s for s in r.stage_shares)
+        lines.append(f"{os.path.basename(r.path):<{width}} {f'{r.width}x{r.height}':>9} {1e3 * r.seconds:7.1f} "
+                     f"{s1:7.1f}% {s2:7.1f}% {s3:7.1f}% {r.macs_cascade / 1e9:8.3f} {r.macs_dense / 1e9:8.3f} "
+                     f"{r.macs_dense / r.macs_cascade:5.1f}x")
+    if len(done) > 1:
+        cascade, dense = sum(r.macs_cascade for r in done), sum(r.macs_dense for r in done)
+        lines.append(f"{len(done)} images: the cascade did {cascade / 1e9:.3f} GMACs where the dense model "
+                     f"does {dense / 1e9:.3f} ({dense / cascade:.1f}x fewer)")
+    return "\n".join(lines)
+
+
+def profile_table(report: ProfileReport, layers: bool) -> str:
+    rows = [(l.name, l.dense_macs, l.sparse_macs, l.active_fraction) for l in report.layers] if layers else []
+    rows += [(s.name, s.dense_macs, s.sparse_macs, s.active_fraction) for s in report.stages]
+    rows.append(("total", report.dense_macs, report.sparse_macs, None))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"rho = {report.rho:g}, mean over {report.num_images} image(s)",
+             f"{'layer / stage':<{width}} {'dense MMACs':>12} {'cascade MMACs':>14} {'active':>7} {'ratio':>7}"]
+    for name, dense, sparse, active in rows:
+        ratio = f"{dense / sparse:6.1f}x" if sparse else "skipped"
+        share = "" if active is None else f"{100 * active:6.1f}%"
+        lines.append(f"{name:<{width}} {dense / 1e6:12.2f} {sparse / 1e6:14.2f} {share:>7} {ratio:>7}")
+    return "\n".join(lines)
