@@ -215,7 +215,11 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     splits = {"train": [True], "val": [False], "both": [True, False]}[args.split]
     problems, total = [], 0
     for train_split in splits:
-        dataset = build_dataset(cfg, train=train_split, require_files=False)
+        try:  # a split that cannot even be listed is one more problem; the other split is still checked
+            dataset = build_dataset(cfg, train=train_split, require_files=False)
+        except DataError as e:
+            problems.append(str(e))
+            continue
         total += len(dataset)
         problems += check_dataset(dataset, cfg["model"]["num_classes"])
     for problem in problems:
@@ -233,11 +237,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args)
     except TrainingDiverged as e:
-        print(f"sparse-lc {args.command}: {e}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # every process stops; one says why
+            print(f"sparse-lc {args.command}: {e}", file=sys.stderr)
         return 1
     except (ConfigError, CheckpointError, DataError, ValueError) as e:
-        print(f"sparse-lc {args.command}: error: {e}", file=sys.stderr)
+        print(f"sparse-lc {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: Exception) -> str:
+    """The message of ``error``; for one re-raised from a DataLoader worker (whose message holds
+    the worker's traceback), the original message only."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ DEFAULTS: Dict[str, Any] = {
         "log_interval": 20,
         "eval_interval": 0,         # 0: no evaluation during training
         "eval_at_end": True,
+        "load_from": None,          # start from these weights (e.g. the dense baseline's final.pth)
         "seed": 0,
     },
     "eval": {

@@ -157,3 +157,36 @@ def test_check_data_cli_exit_codes(tmp_path, capsys):
     assert main(["check-data", os.devnull, "--set", "data.type=voc", "--set", f"data.root={tmp_path}"]) == 1
     out = capsys.readouterr().out
     assert "a.png: label values [99]" in out and "1 problem(s)" in out
+
+
+def test_check_data_keeps_going_past_a_broken_split(tmp_path, capsys):
+    from sparse_lc.cli import main
+    root = tmp_path / "d"
+    _image(root / "img_dir" / "train" / "a.png")
+    _label(root / "ann_dir" / "train" / "a.png", [0, 9], palette=False)      # out of range
+    _label(root / "ann_dir" / "train" / "orphan.png", [0], palette=False)    # label without image
+    sets = ["--set", "data.type=folder", "--set", f"data.root={root}", "--set", "data.classes=[a,b,c]",
+            "--set", "model.num_classes=3"]
+    assert main(["check-data", os.devnull, *sets]) == 1  # there is no val split at all
+    out = capsys.readouterr().out
+    assert "a.png: label values [9] outside [0, 3)" in out
+    assert "orphan.png: label without an image" in out
+    assert "img_dir/val: not found" in out
+
+
+def test_folder_class_names_must_match_num_classes(tmp_path):
+    _image(tmp_path / "img_dir" / "train" / "a.png")
+    _label(tmp_path / "ann_dir" / "train" / "a.png", [0], palette=False)
+    cfg = load_config(overrides=["data.type=folder", f"data.root={tmp_path}", "data.classes=[a,b]",
+                                 "model.num_classes=3"])
+    with pytest.raises(DataError, match="data.classes names 2 classes but model.num_classes is 3"):
+        build_dataset(cfg, train=True)
+
+
+def test_both_halves_missing_are_both_reported(tmp_path):
+    voc = make_voc(tmp_path, ids=("a", "b"))
+    os.remove(voc / "JPEGImages" / "a.jpg")
+    os.remove(voc / "SegmentationClass" / "a.png")
+    cfg = load_config(overrides=["data.type=voc", f"data.root={tmp_path}"])
+    problems = [str(p) for p in check_dataset(build_dataset(cfg, True, require_files=False), 21, progress=False)]
+    assert len(problems) == 2 and all("missing (both halves" in p for p in problems)

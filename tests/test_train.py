@@ -88,7 +88,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         return (loss * float("nan"), stages) if calls["n"] == 5 else (loss, stages)
 
     monkeypatch.setattr(train_module, "cascade_loss", nan_at_five)
-    with pytest.raises(TrainingDiverged, match=r"iteration 5: the loss is nan.*latest.pth"):
+    with pytest.raises(TrainingDiverged, match=r"iteration 5: the loss \(nan\) is not finite.*latest.pth"):
         train(small_cfg(tmp_path), progress=False)
     kept = load_checkpoint(str(tmp_path / "latest.pth"))
     assert kept["iteration"] == 3
@@ -102,7 +102,114 @@ def test_nan_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
     args = [os.devnull, "--work-dir", str(tmp_path), "--no-progress"] + [a for o in SMALL for a in ("--set", o)]
     assert main(["train", *args]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "iteration 1: the loss is inf" in err and "no checkpoint was written yet" in err
+    assert err.count("\n") == 0 and "iteration 1: the loss (inf) is not finite" in err
+    assert "no checkpoint was written yet" in err
+
+
+def test_non_finite_gradients_stop_before_the_step(tmp_path, monkeypatch):
+    """A finite loss with infinite gradients must not reach the weights (nor a checkpoint)."""
+    real_loss = train_module.cascade_loss
+    calls = {"n": 0}
+
+    def spike(result, labels, weights):
+        calls["n"] += 1
+        loss, stages = real_loss(result, labels, weights)
+        if calls["n"] == 5:  # the loss stays finite (+ 0), its gradient becomes 0 * inf = NaN
+            loss = loss + _InfGrad.apply(result.stage_logits[0].sum()) * 0
+        return loss, stages
+
+    monkeypatch.setattr(train_module, "cascade_loss", spike)
+    with pytest.raises(TrainingDiverged, match=r"iteration 5: the gradient norm is not finite.*latest.pth"):
+        train(small_cfg(tmp_path), progress=False)
+    kept = load_checkpoint(str(tmp_path / "latest.pth"))
+    assert kept["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+class _InfGrad(torch.autograd.Function):
+    """Identity forward, infinite gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_work_dir_rules(tmp_path, capsys):
+    cfg = small_cfg(tmp_path, "train.eval_at_end=false")
+    train(cfg, progress=False)
+    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+        train(cfg, progress=False)
+    fresh = small_cfg(tmp_path / "new", "train.eval_at_end=false")
+    train(fresh, resume=True, progress=False)  # nothing to resume yet: starts from scratch
+    assert "starting from scratch" in capsys.readouterr().out
+    with pytest.raises(Exception, match=r"cannot resume with different settings: train.mode, train.optimizer"):
+        train(small_cfg(tmp_path, "train.mode=mc", "train.optimizer=sgd"), resume=True, progress=False)
+    with pytest.raises(ValueError, match="already finished"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_resume_cuts_the_log_back(tmp_path, monkeypatch):
+    real_build = train_module.build_dataset
+
+    def crashing(cfg, train):
+        dataset = real_build(cfg, train)
+        if train:
+            original = dataset.__class__.__getitem__
+            counter = {"n": 0}
+
+            class Crashing(dataset.__class__):
+                def __getitem__(self, key):
+                    counter["n"] += 1
+                    if counter["n"] > 10:  # dies during iteration 6, after logging iteration 4
+                        raise RuntimeError("simulated crash")
+                    return original(self, key)
+            dataset.__class__ = Crashing
+        return dataset
+
+    monkeypatch.setattr(train_module, "build_dataset", crashing)
+    cfg = small_cfg(tmp_path, "train.eval_at_end=false")
+    with pytest.raises(RuntimeError):
+        train(cfg, progress=False)
+    monkeypatch.setattr(train_module, "build_dataset", real_build)
+    train(cfg, resume=True, progress=False)
+    iters = [json.loads(line)["iter"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert iters == [2, 4, 6]
+
+
+def test_missing_validation_split_fails_before_training(tmp_path):
+    root = tmp_path / "data"
+    (root / "img_dir" / "train").mkdir(parents=True)
+    (root / "ann_dir" / "train").mkdir(parents=True)
+    import cv2
+    import numpy as np
+    for n in range(4):
+        cv2.imwrite(str(root / "img_dir" / "train" / f"{n}.png"), np.zeros((32, 32, 3), np.uint8))
+        cv2.imwrite(str(root / "ann_dir" / "train" / f"{n}.png"), np.zeros((32, 32), np.uint8))
+    cfg = small_cfg(tmp_path / "w", "data.type=folder", f"data.root={root}",
+                    "data.classes=[a,b,c,d,e,f]")
+    with pytest.raises(Exception, match=r"img_dir/val: not found"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "w" / "latest.pth").exists()
+
+
+def test_out_of_range_label_is_named(tmp_path):
+    root = tmp_path / "data"
+    import cv2
+    import numpy as np
+    for split in ("train", "val"):
+        (root / "img_dir" / split).mkdir(parents=True)
+        (root / "ann_dir" / split).mkdir(parents=True)
+        for n in range(4):
+            cv2.imwrite(str(root / "img_dir" / split / f"{n}.png"), np.zeros((32, 32, 3), np.uint8))
+            cv2.imwrite(str(root / "ann_dir" / split / f"{n}.png"), np.full((32, 32), 9 if n == 2 else 1, np.uint8))
+    cfg = small_cfg(tmp_path / "w", "data.type=folder", f"data.root={root}", "data.classes=[a,b,c,d,e,f]")
+    from sparse_lc.data import DataError
+    with pytest.raises(DataError, match=r"ann_dir/(train|val)/2.png: label values \[9\] outside \[0, 6\)"):
+        train(cfg, progress=False)
 
 
 def test_phases_of_each_mode(tmp_path):
@@ -232,3 +339,25 @@ def test_torchrun_two_gloo_processes(tmp_path):
     assert load_checkpoint(str(work / "latest.pth"))["iteration"] == 6
     log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert sum(r["type"] == "train" for r in log) == 3  # written once, by rank 0
+
+
+def test_a_bad_file_read_in_a_worker_is_one_line(tmp_path, capsys):
+    """A DataLoader worker re-raises with its whole traceback in the message; the CLI prints
+    the original one-line message naming the file."""
+    import cv2
+    import numpy as np
+    from sparse_lc.cli import main
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        (root / "img_dir" / split).mkdir(parents=True)
+        (root / "ann_dir" / split).mkdir(parents=True)
+        for n in range(4):
+            cv2.imwrite(str(root / "img_dir" / split / f"{n}.png"), np.zeros((32, 32, 3), np.uint8))
+            cv2.imwrite(str(root / "ann_dir" / split / f"{n}.png"), np.zeros((32, 32), np.uint8))
+    (root / "img_dir" / "train" / "1.png").write_bytes(b"broken")
+    sets = [a for o in SMALL + ["data.type=folder", f"data.root={root}", "data.classes=[a,b,c,d,e,f]",
+                                "data.num_workers=1"] for a in ("--set", o)]
+    assert main(["train", os.devnull, "--work-dir", str(tmp_path / "w"), "--no-progress", *sets]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err.endswith("img_dir/train/1.png: cannot decode image (unsupported or corrupt file)")

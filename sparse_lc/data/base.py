@@ -25,6 +25,7 @@ class SegDataset(Dataset):
 
     classes: Sequence[str] = ()
     palette: Optional[np.ndarray] = None
+    num_classes: Optional[int] = None  # set by build_dataset: labels are checked against it
 
     def __init__(self, samples: List[Sample], transform: Optional[Callable] = None, seed: int = 0):
         self.samples = samples
@@ -58,9 +59,14 @@ class SegDataset(Dataset):
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         """The raw pair: BGR uint8 ``[H, W, 3]`` and class ids uint8 ``[H, W]``."""
         image, label = self.load_image(index), self.load_label(index)
+        where = self.samples[index][1] if self.samples else self.name(index)
         if image.shape[:2] != label.shape:
-            raise DataError(f"{self.samples[index][1]}: label size {label.shape[1]}x{label.shape[0]} "
+            raise DataError(f"{where}: label size {label.shape[1]}x{label.shape[0]} "
                             f"differs from image size {image.shape[1]}x{image.shape[0]}")
+        if self.num_classes is not None:
+            bad = np.unique(label[(label >= self.num_classes) & (label != 255)])
+            if bad.size:
+                raise DataError(f"{where}: label values {bad.tolist()} outside [0, {self.num_classes}) and 255")
         return image, label
 
     def __getitem__(self, key: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -27,9 +27,18 @@ def build_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object] 
     With ``require_files`` a missing image or label file is an error here, before any work.
     """
     dataset = _make_dataset(cfg, train, transform)
+    dataset.num_classes = cfg["model"]["num_classes"]
     if require_files:
         dataset.require_files()
+    if len(dataset) == 0:
+        raise DataError(f"{data_location(cfg, train)}: the {_split_name(cfg, train)} split has no images")
     return dataset
+
+
+def data_location(cfg: Dict[str, Any], train: bool) -> str:
+    """Where a split lives, for messages."""
+    data = cfg["data"]
+    return "data.synthetic" if data["type"] == "synthetic" else f"{data['root']} ({_split_name(cfg, train)})"
 
 
 def _make_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object]) -> SegDataset:
@@ -45,8 +54,8 @@ def _make_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object])
     if kind == "synthetic":
         syn = data["synthetic"]
         return SyntheticShapes(split, syn["num_train"] if train else syn["num_val"], tuple(syn["size"]),
-                               transform, seed=syn["seed"], num_objects=tuple(syn["num_objects"]),
-                               radius_range=tuple(syn["radius_range"]))
+                               transform, seed=seed, num_objects=tuple(syn["num_objects"]),
+                               radius_range=tuple(syn["radius_range"]), scene_seed=syn["seed"])
     _require_root(data)
     if kind == "voc":
         return VOCDataset(data["root"], split, data["voc_aug"] and train, data["voc_aug_list"], transform, seed)
@@ -55,6 +64,9 @@ def _make_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object])
     if kind == "folder":
         if not data["classes"]:
             raise DataError("data.classes: a folder dataset needs its class names in the config")
+        if len(data["classes"]) != model["num_classes"]:
+            raise DataError(f"data.classes names {len(data['classes'])} classes but model.num_classes is "
+                            f"{model['num_classes']}")
         return FolderDataset(data["root"], split, data["classes"], data["palette"], transform, seed)
     raise DataError(f"data.type must be one of {DATA_TYPES}, got {kind!r}")
 

@@ -41,9 +41,12 @@ def _check_sample(dataset: SegDataset, index: int, num_classes: int) -> List[Dat
         image, label = dataset.load(index)
     else:
         image_path, label_path = dataset.samples[index]
-        for path, other in ((image_path, label_path), (label_path, image_path)):
-            if not os.path.isfile(path):
-                return [DataProblem(path, f"missing (the other half of the pair is {other})")]
+        missing = [p for p in (image_path, label_path) if not os.path.isfile(p)]
+        if len(missing) == 2:
+            return [DataProblem(p, "missing (both halves of the pair)") for p in missing]
+        if missing:
+            other = label_path if missing[0] == image_path else image_path
+            return [DataProblem(missing[0], f"missing (the other half of the pair is {other})")]
         image = _try(read_image, image_path, problems)
         label = _try(lambda _: dataset.load_label(index), label_path, problems)
         if image is None or label is None:
@@ -69,9 +72,7 @@ def _try(read, path: str, problems: List[DataProblem]):
 
 
 def _labels_without_image(dataset: FolderDataset) -> List[DataProblem]:
-    if not dataset.samples:
-        return []
-    label_dir = os.path.dirname(dataset.samples[0][1])
+    label_dir = dataset.label_dir
     paired = {os.path.basename(label) for _, label in dataset.samples}
     if not os.path.isdir(label_dir):
         return [DataProblem(label_dir, "label folder missing")]

@@ -31,5 +31,6 @@ class FolderDataset(SegDataset):
                  palette: Optional[Sequence[Sequence[int]]] = None,
                  transform: Optional[Callable] = None, seed: int = 0):
         super().__init__(folder_pairs(root, split), transform, seed)
+        self.label_dir = os.path.join(root, "ann_dir", split)
         self.classes = tuple(classes)
         self.palette = np.asarray(palette, np.uint8) if palette else voc_palette(len(self.classes))

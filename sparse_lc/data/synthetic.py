@@ -15,7 +15,7 @@ Each scene is a grey, softly shaded background with a few objects of five classe
 ====  ===========  =====================================================================
 
 Easy interiors are decided by stage 1; object boundaries and the insides of the shape-coded
-classes stay hard. A scene is a pure function of ``(seed, split, index)``.
+classes stay hard. A scene is a pure function of ``(scene_seed, split, index)``.
 """
 from __future__ import annotations
 
@@ -109,12 +109,13 @@ class SyntheticShapes(SegDataset):
 
     def __init__(self, split: str = "train", num_images: int = 512, size: Tuple[int, int] = (128, 128),
                  transform: Optional[Callable] = None, seed: int = 0, num_objects: Tuple[int, int] = (2, 5),
-                 radius_range: Tuple[float, float] = (0.14, 0.30)):
+                 radius_range: Tuple[float, float] = (0.14, 0.30), scene_seed: int = 0):
         if split not in _SPLIT_IDS:
             raise ValueError(f"synthetic split must be one of {sorted(_SPLIT_IDS)}, got {split!r}")
         super().__init__([], transform, seed)
         self.split, self.num_images, self.size = split, num_images, tuple(size)
         self.num_objects, self.radius_range = tuple(num_objects), tuple(radius_range)
+        self.scene_seed = scene_seed  # which scenes; ``seed`` (the base class's) drives augmentation
 
     def __len__(self) -> int:
         return self.num_images
@@ -123,5 +124,5 @@ class SyntheticShapes(SegDataset):
         return f"synthetic_{self.split}_{index:05d}"
 
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng((self.seed, _SPLIT_IDS[self.split], index))
+        rng = np.random.default_rng((self.scene_seed, _SPLIT_IDS[self.split], index))
         return render_scene(rng, self.size, self.num_objects, self.radius_range)

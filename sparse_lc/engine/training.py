@@ -15,7 +15,6 @@ one process or under ``torchrun`` (DDP; each process loads ``batch_size`` images
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -28,13 +27,15 @@ from tqdm import tqdm
 
 from ..builder import build_model
 from ..cascade import LayerCascade
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import load_model_weights, save_checkpoint
 from ..config import dump_config
 from ..data import build_dataset
 from .dist import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
 from .evaluation import evaluate
 from .losses import cascade_loss
 from .plots import save_eval_report
+from .workdir import (CONFIG, FINAL, LATEST, LOG, JsonlLog, checkpoint_state, remove_stale_temporaries, restore,
+                      resume_checkpoint)
 
 TRAIN_MODES = ("lc", "dense", "mc")
 
@@ -162,18 +163,6 @@ def _wrap(model: LayerCascade, info: DistInfo) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
 
 
-class JsonlLog:
-    """Appends one JSON object per line (main process only)."""
-
-    def __init__(self, path: str, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, record: Dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-
-
 @dataclass
 class TrainSummary:
     model: LayerCascade                           # the trained model (unwrapped from DDP)
@@ -183,61 +172,50 @@ class TrainSummary:
     evaluation: Optional[List[Dict[str, Any]]]    # EvalResult.to_json() per rho, if evaluated
 
 
-def _checkpoint_state(model, optimizer, scheduler, iteration, cfg) -> Dict[str, Any]:
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng, "config": cfg}
-
-
-def _restore(path: str, model, optimizer, scheduler) -> int:
-    state = load_checkpoint(path)
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        return int(state["iteration"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot resume from it ({str(e).splitlines()[0][:200]})") from None
-
-
-def _check_finite(loss: torch.Tensor, iteration: int, info: DistInfo, latest: Optional[str]) -> None:
-    """Stop every process together when any process's loss is NaN or infinite."""
-    bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=loss.device)
-    if all_reduce_sum(bad, info).item() > 0:
+def _check_finite(value: torch.Tensor, what: str, iteration: int, info: DistInfo, latest: Optional[str]) -> None:
+    """Stop every process together when ``value`` (a loss, a gradient norm) is NaN or infinite
+    on any process; the message names the process(es)."""
+    bad = torch.zeros(info.world_size, device=value.device)
+    bad[info.rank] = 0.0 if torch.isfinite(value) else 1.0
+    bad = all_reduce_sum(bad, info)
+    if bad.sum().item() > 0:
         kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
-        raise TrainingDiverged(f"iteration {iteration}: the loss is {float(loss.detach())}; training stopped, {kept}")
+        where = "" if not info.distributed else f" on rank(s) {[int(r) for r in bad.nonzero().flatten()]}"
+        raise TrainingDiverged(f"iteration {iteration}: {what} is not finite{where}; training stopped, {kept}")
 
 
 def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progress: bool = True) -> TrainSummary:
     """Train the model of ``cfg``; writes ``latest.pth``, ``final.pth``, ``log.jsonl``,
     ``config.yaml`` and the evaluation (``eval.json``, ``rho_sweep.png``) to ``cfg["work_dir"]``
-    (main process). Returns the model and where things went."""
+    (main process). ``resume`` continues from ``latest.pth`` (or starts fresh if there is
+    none yet). Returns the model and where things went."""
     info = init_distributed(device)
     t, work_dir = cfg["train"], cfg["work_dir"]
-    latest, final = os.path.join(work_dir, "latest.pth"), os.path.join(work_dir, "final.pth")
+    latest, final = os.path.join(work_dir, LATEST), os.path.join(work_dir, FINAL)
+    checkpoint = resume_checkpoint(work_dir, resume, cfg)
     torch.manual_seed(t["seed"])
     model = build_model(cfg["model"]).to(info.device)
+    if t["load_from"] and checkpoint is None:
+        load_model_weights(model, t["load_from"])
     dataset = build_dataset(cfg, train=True)
+    evaluates = t["eval_at_end"] or bool(t["eval_interval"])
+    val_dataset = build_dataset(cfg, train=False) if evaluates else None  # fail now, not after training
     phases = build_phases(cfg)
     optimizer = build_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(phases, cfg))
-    start = _restore(latest, model, optimizer, scheduler) if resume else 0
+    start = restore(checkpoint, model, optimizer, scheduler) if checkpoint else 0
     if start >= t["iters"]:
         raise ValueError(f"{latest}: training already finished ({start} of {t['iters']} iterations)")
     if info.is_main:
         os.makedirs(work_dir, exist_ok=True)
-        with open(os.path.join(work_dir, "config.yaml"), "w", encoding="utf-8") as f:
+        remove_stale_temporaries(work_dir)
+        with open(os.path.join(work_dir, CONFIG), "w", encoding="utf-8") as f:
             f.write(dump_config(cfg))
-    log = JsonlLog(os.path.join(work_dir, "log.jsonl"), info.is_main)
+    log = JsonlLog(os.path.join(work_dir, LOG), info.is_main, keep_until=start if checkpoint else None)
     sampler = ResumableBatchSampler(len(dataset), t["batch_size"], t["seed"], info, start, t["iters"])
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"])
     bar = tqdm(total=t["iters"], initial=start, desc="train", unit="it", disable=not (progress and info.is_main))
-    saved = latest if resume else None
+    saved = checkpoint
     phase, net, window = None, model, []
     for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
         if phase is None or not phase.start <= iteration < phase.end:
@@ -255,16 +233,16 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
             window = []
         if done % t["checkpoint_interval"] == 0 or done == t["iters"]:
             if info.is_main:
-                save_checkpoint(latest, _checkpoint_state(model, optimizer, scheduler, done, cfg))
+                save_checkpoint(latest, checkpoint_state(model, optimizer, scheduler, done, cfg))
             saved = latest
         if t["eval_interval"] and done % t["eval_interval"] == 0 and done != t["iters"]:
-            _evaluate_and_log(model, cfg, info, log, done, progress)
+            _evaluate_and_log(model, val_dataset, cfg, info, log, done, progress)
             set_trainable(model, phase, t["freeze_bn"])
     bar.close()
     broadcast_buffers(model, info)
     if info.is_main:
         save_checkpoint(final, {"model": model.state_dict(), "iteration": t["iters"], "config": cfg})
-    evaluation = _evaluate_and_log(model, cfg, info, log, t["iters"], progress) if t["eval_at_end"] else None
+    evaluation = _evaluate_and_log(model, val_dataset, cfg, info, log, t["iters"], progress) if evaluates else None
     return TrainSummary(model, work_dir, t["iters"], final, evaluation)
 
 
@@ -274,9 +252,12 @@ def _step(net, optimizer, scheduler, images, labels, phase: Phase, execution: st
     tic = time.perf_counter()
     result = net(images, rho=phase.rho, execution=execution)
     loss, stage_losses = cascade_loss(result, labels, phase.loss_weights)
-    _check_finite(loss, iteration, info, saved)
+    _check_finite(loss.detach(), f"the loss ({float(loss.detach()):.4g})", iteration, info, saved)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    trainable = [p for p in optimizer.param_groups[0]["params"] if p.grad is not None]
+    grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf")) if trainable else loss.new_zeros(())
+    _check_finite(grad_norm, "the gradient norm", iteration, info, saved)
     optimizer.step()
     scheduler.step()
     return float(loss.detach()), stage_losses, result.stage_shares, time.perf_counter() - tic
@@ -300,10 +281,11 @@ def _train_record(done: int, phase: Phase, optimizer, window) -> Dict[str, Any]:
             "sec_per_iter": sum(w[3] for w in window) / n}
 
 
-def _evaluate_and_log(model: LayerCascade, cfg, info: DistInfo, log: JsonlLog, done: int,
+def _evaluate_and_log(model: LayerCascade, dataset, cfg, info: DistInfo, log: JsonlLog, done: int,
                       progress: bool) -> List[Dict[str, Any]]:
+    broadcast_buffers(model, info)  # every process evaluates rank 0's model
     rhos = cfg["eval"]["rhos"] or [cfg["model"]["rho"], 1.0]
-    results = evaluate(model, build_dataset(cfg, train=False), rhos, info, progress)
+    results = evaluate(model, dataset, rhos, info, progress)
     if info.is_main:
         save_eval_report(results, cfg["work_dir"], title=f"{os.path.basename(cfg['work_dir'])}, iteration {done}")
     for r in results:
