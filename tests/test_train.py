@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -26,6 +28,21 @@ SMALL = ["model.backbone=tiny", "model.num_classes=6", "model.head_channels=8", 
          "data.synthetic.size=[32,32]", "train.crop_size=[32,32]", "train.batch_size=2",
          "train.iters=6", "train.warmup_iters=3", "train.checkpoint_interval=3", "train.log_interval=2",
          "train.optimizer=adamw", "train.lr=0.01", "eval.rhos=[0.5,1.0]"]
+
+
+def make_folder_dataset(root, splits=("train", "val"), label_of=lambda n: 0):
+    """Four black 32x32 images per split in mmsegmentation's folder layout."""
+    for split in splits:
+        (root / "img_dir" / split).mkdir(parents=True)
+        (root / "ann_dir" / split).mkdir(parents=True)
+        for n in range(4):
+            cv2.imwrite(str(root / "img_dir" / split / f"{n}.png"), np.zeros((32, 32, 3), np.uint8))
+            cv2.imwrite(str(root / "ann_dir" / split / f"{n}.png"), np.full((32, 32), label_of(n), np.uint8))
+    return root
+
+
+def folder_overrides(root):
+    return ["data.type=folder", f"data.root={root}", "data.classes=[a,b,c,d,e,f]"]
 
 
 def small_cfg(tmp_path, *extra):
@@ -181,32 +198,16 @@ def test_resume_cuts_the_log_back(tmp_path, monkeypatch):
 
 
 def test_missing_validation_split_fails_before_training(tmp_path):
-    root = tmp_path / "data"
-    (root / "img_dir" / "train").mkdir(parents=True)
-    (root / "ann_dir" / "train").mkdir(parents=True)
-    import cv2
-    import numpy as np
-    for n in range(4):
-        cv2.imwrite(str(root / "img_dir" / "train" / f"{n}.png"), np.zeros((32, 32, 3), np.uint8))
-        cv2.imwrite(str(root / "ann_dir" / "train" / f"{n}.png"), np.zeros((32, 32), np.uint8))
-    cfg = small_cfg(tmp_path / "w", "data.type=folder", f"data.root={root}",
-                    "data.classes=[a,b,c,d,e,f]")
+    root = make_folder_dataset(tmp_path / "data", splits=("train",))
+    cfg = small_cfg(tmp_path / "w", *folder_overrides(root))
     with pytest.raises(Exception, match=r"img_dir/val: not found"):
         train(cfg, progress=False)
     assert not (tmp_path / "w" / "latest.pth").exists()
 
 
 def test_out_of_range_label_is_named(tmp_path):
-    root = tmp_path / "data"
-    import cv2
-    import numpy as np
-    for split in ("train", "val"):
-        (root / "img_dir" / split).mkdir(parents=True)
-        (root / "ann_dir" / split).mkdir(parents=True)
-        for n in range(4):
-            cv2.imwrite(str(root / "img_dir" / split / f"{n}.png"), np.zeros((32, 32, 3), np.uint8))
-            cv2.imwrite(str(root / "ann_dir" / split / f"{n}.png"), np.full((32, 32), 9 if n == 2 else 1, np.uint8))
-    cfg = small_cfg(tmp_path / "w", "data.type=folder", f"data.root={root}", "data.classes=[a,b,c,d,e,f]")
+    root = make_folder_dataset(tmp_path / "data", label_of=lambda n: 9 if n == 2 else 1)
+    cfg = small_cfg(tmp_path / "w", *folder_overrides(root))
     from sparse_lc.data import DataError
     with pytest.raises(DataError, match=r"ann_dir/(train|val)/2.png: label values \[9\] outside \[0, 6\)"):
         train(cfg, progress=False)
@@ -344,19 +345,10 @@ def test_torchrun_two_gloo_processes(tmp_path):
 def test_a_bad_file_read_in_a_worker_is_one_line(tmp_path, capsys):
     """A DataLoader worker re-raises with its whole traceback in the message; the CLI prints
     the original one-line message naming the file."""
-    import cv2
-    import numpy as np
     from sparse_lc.cli import main
-    root = tmp_path / "data"
-    for split in ("train", "val"):
-        (root / "img_dir" / split).mkdir(parents=True)
-        (root / "ann_dir" / split).mkdir(parents=True)
-        for n in range(4):
-            cv2.imwrite(str(root / "img_dir" / split / f"{n}.png"), np.zeros((32, 32, 3), np.uint8))
-            cv2.imwrite(str(root / "ann_dir" / split / f"{n}.png"), np.zeros((32, 32), np.uint8))
+    root = make_folder_dataset(tmp_path / "data")
     (root / "img_dir" / "train" / "1.png").write_bytes(b"broken")
-    sets = [a for o in SMALL + ["data.type=folder", f"data.root={root}", "data.classes=[a,b,c,d,e,f]",
-                                "data.num_workers=1"] for a in ("--set", o)]
+    sets = [a for o in SMALL + folder_overrides(root) + ["data.num_workers=1"] for a in ("--set", o)]
     assert main(["train", os.devnull, "--work-dir", str(tmp_path / "w"), "--no-progress", *sets]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err
