@@ -15,11 +15,12 @@ from .builder import build_model
 from .checkpoint import CheckpointError, load_model_weights
 from .config import ConfigError, load_config
 from .data import DataError, build_dataset, check_dataset, read_photo, render_scene
-from .engine import EvalResult, TrainingDiverged, evaluate, profile_macs, save_eval_report, segment_files, train
+from .engine import (EvalResult, TrainingDiverged, bench, evaluate, profile_macs, save_eval_report, segment_files,
+                     train)
 from .engine.dist import init_distributed
 from .inference import prepare_images
 from .loading import SAMPLES_DIR, class_names_and_palette, load_model
-from .tables import eval_table, profile_table, segment_table
+from .tables import bench_table, eval_table, profile_table, segment_table
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -92,6 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true", help="print one JSON object (a list for several --rho)")
     prof.add_argument("--layers", action="store_true", help="print every layer, not only the stages")
     prof.set_defaults(func=cmd_profile)
+
+    bench_p = _parser(sub, "bench", "time the cascade against the same model run dense",
+                      "End-to-end speed: the cascade (sparse stages 2-3) against the same model with every "
+                      "stage on every pixel, per section (stage 1, 2, 3, assembly) and in total, with the MAC "
+                      "ratio as the limit, images per second and peak memory. Batch-norm is folded into the "
+                      "convs first (both runs), unless --no-fuse. Without --config and --checkpoint: the "
+                      "default ResNet-18 OS8 config (random weights; use --hard-share, or a trained "
+                      "--checkpoint with --rho).")
+    _add_model_args(bench_p)
+    bench_p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="input size")
+    which = bench_p.add_mutually_exclusive_group()
+    which.add_argument("--rho", type=float, nargs="+", default=None, help="use the model's own confidences")
+    which.add_argument("--hard-share", type=float, nargs=2, default=None, metavar=("H2", "H3"),
+                       help="force clustered hard masks with these shares after stage 1 and 2")
+    which.add_argument("--sweep", type=float, nargs="+", default=None, metavar="H2",
+                       help="force clustered masks for each share h2 (h3 = h2 / 2) and compare stages 2-3 "
+                            "time and MAC ratios")
+    bench_p.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    bench_p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    bench_p.add_argument("--warmup", type=int, default=2, help="untimed passes of each kind")
+    bench_p.add_argument("--reps", type=int, default=7, help="timed passes of each kind (median reported)")
+    bench_p.add_argument("--no-fuse", action="store_true", help="keep batch norm separate")
+    bench_p.add_argument("--json", action="store_true", help="print one JSON object (a list for several settings)")
+    bench_p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
+    bench_p.set_defaults(func=cmd_bench)
 
     tr = _parser(sub, "train", "train a cascade (torchrun for DDP)",
                  "Train the model of CONFIG: deep supervision, then cascade fine-tuning (train.mode lc), "
@@ -178,6 +204,31 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(json.dumps(data[0] if len(data) == 1 else data))
     else:
         print("\n\n".join(profile_table(r, args.layers) for r in reports))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.config is None and args.checkpoint is None:
+        model = build_model(load_config(overrides=args.overrides)["model"])
+    else:
+        model, _ = load_model(args.config, args.checkpoint, args.overrides)
+    model = model.eval() if args.no_fuse else model.fused()
+    model.to(init_distributed(args.device).device)
+    if args.sweep:
+        settings = [{"hard_shares": (h, h / 2)} for h in args.sweep]
+    elif args.hard_share:
+        settings = [{"hard_shares": tuple(args.hard_share)}]
+    else:
+        settings = [{"rho": rho} for rho in (args.rho or [model.rho])]
+    reports = [bench(model, tuple(args.size), batch=args.batch, warmup=args.warmup, reps=args.reps, **kw)
+               for kw in settings]
+    if args.json:
+        data = [r.to_json() for r in reports]
+        print(json.dumps(data[0] if len(data) == 1 else data))
+    else:
+        print(bench_table(reports))
     return 0
 
 

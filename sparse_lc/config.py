@@ -19,7 +19,7 @@ DEFAULTS: Dict[str, Any] = {
         "backbone": "resnet18",     # a name from sparse_lc.list_backbones()
         "backbone_args": {},        # keyword arguments of the backbone factory, e.g. dilations
         "num_classes": 21,
-        "head_channels": 256,       # hidden width of each stage's two-conv classifier
+        "head_channels": 128,       # hidden width of each stage's two-conv classifier
         "rho": 0.985,               # default confidence threshold (forward can override it)
         "halo": 0,                  # context pixels added around each later stage's hard pixels
         "pretrained": None,         # local torchvision ResNet state_dict (.pth), never downloaded

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from .engine import EvalResult, ProfileReport, SegmentRecord
+from .engine import BenchReport, EvalResult, ProfileReport, SegmentRecord
 
 
 def _pct(value: Optional[float]) -> str:
@@ -52,4 +52,31 @@ def profile_table(report: ProfileReport, layers: bool) -> str:
         ratio = f"{dense / sparse:6.1f}x" if sparse else "skipped"
         share = "" if active is None else f"{100 * active:6.1f}%"
         lines.append(f"{name:<{width}} {dense / 1e6:12.2f} {sparse / 1e6:14.2f} {share:>7} {ratio:>7}")
+    return "\n".join(lines)
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2 ** 20:.0f} MiB"
+
+
+def bench_table(reports: List[BenchReport]) -> str:
+    """Per setting: times per section and in total, the speed-ups and their MAC limits."""
+    first = reports[0]
+    lines = [f"input {first.size[0]}x{first.size[1]}, batch {first.batch}, {first.threads} threads; "
+             f"medians (ms) of timed passes, sparse and dense alternating"]
+    for r in reports:
+        lines.append(f"\n{r.setting}")
+        lines.append(f"{'section':<9} {'dense ms':>9} {'sparse ms':>9} {'speed-up':>8} {'active':>7}")
+        for s in r.stages:
+            speedup = f"{s.dense_s / s.sparse_s:7.2f}x" if s.sparse_s > 0 else "       -"
+            lines.append(f"{s.name:<9} {1e3 * s.dense_s:9.1f} {1e3 * s.sparse_s:9.1f} {speedup} "
+                         f"{100 * s.active_fraction:6.1f}%")
+        lines.append(f"{'total':<9} {1e3 * r.dense_s:9.1f} {1e3 * r.sparse_s:9.1f} {r.speedup:7.2f}x   "
+                     f"(MAC limit {r.ideal_speedup:.2f}x; spread {1e3 * r.dense_iqr_s:.1f} / {1e3 * r.sparse_iqr_s:.1f} ms)")
+        s23 = r.stage23
+        lines.append(f"stages 2-3: {s23['speedup']:.2f}x faster, MAC ratio {s23['mac_ratio']:.2f}x: "
+                     f"{100 * s23['efficiency']:.0f}% of the limit; {100 * s23['spconv_s'] / s23['sparse_s']:.0f}% "
+                     f"of their sparse time is inside spconv's convolutions")
+        lines.append(f"images/s: dense {r.images_per_s_dense:.2f}, cascade {r.images_per_s_sparse:.2f}; "
+                     f"peak memory above resting: dense {_mib(r.peak_mem_dense)}, cascade {_mib(r.peak_mem_sparse)}")
     return "\n".join(lines)

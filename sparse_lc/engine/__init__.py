@@ -1,4 +1,5 @@
 """What the command line runs: each function takes a config or a model, never parses arguments."""
+from .bench import BenchReport, bench
 from .evaluation import EvalResult, evaluate
 from .macs import DenseMacs, count_macs
 from .plots import plot_rho_sweep, save_eval_report
@@ -6,6 +7,6 @@ from .profile import ProfileReport, profile_macs
 from .segment import SegmentRecord, segment_files
 from .training import TrainingDiverged, TrainSummary, train
 
-__all__ = ["DenseMacs", "EvalResult", "ProfileReport", "SegmentRecord", "TrainSummary", "TrainingDiverged",
+__all__ = ["BenchReport", "DenseMacs", "bench", "EvalResult", "ProfileReport", "SegmentRecord", "TrainSummary", "TrainingDiverged",
            "count_macs", "evaluate", "plot_rho_sweep", "profile_macs", "save_eval_report", "segment_files",
            "train"]

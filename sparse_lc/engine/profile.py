@@ -10,7 +10,7 @@ with several images the numbers are means per image (detectron2's habit).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -63,8 +63,11 @@ def layer_stages(model: LayerCascade) -> Dict[str, str]:
 
 
 @torch.no_grad()
-def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: float) -> ProfileReport:
-    """Profile ``model`` on each ``[1, 3, H, W]`` (or ``[3, H, W]``) normalised image at ``rho``."""
+def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optional[float] = None,
+                 **forward_kwargs) -> ProfileReport:
+    """Profile ``model`` on each ``[B, 3, H, W]`` (or ``[3, H, W]``) normalised image batch at
+    ``rho`` (``None``: the model's); ``forward_kwargs`` (e.g. ``hard_masks``) go to the cascade run."""
+    rho = model.rho if rho is None else rho
     model.eval()
     stage_of = layer_stages(model)
     totals: Dict[str, List[float]] = {}  # name -> [dense, sparse, active, positions]
@@ -72,7 +75,7 @@ def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: float
     active = torch.zeros(3, dtype=torch.float64)
     for image in images:
         _, dense = count_macs(model, image, rho=1.0, execution="dense")
-        result, sparse = count_macs(model, image, rho=rho, execution="sparse")
+        result, sparse = count_macs(model, image, rho=rho, execution="sparse", **forward_kwargs)
         for r in dense.by_layer().values():
             totals.setdefault(r.name, [0.0, 0.0, 0.0, 0.0])[0] += r.macs
             totals[r.name][3] += r.positions

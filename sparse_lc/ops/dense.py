@@ -64,6 +64,8 @@ class DenseFeatures:
         return DenseFeatures(pool(self.data))
 
     def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "DenseFeatures":
+        if isinstance(bn, nn.Identity):  # folded into the conv before it (see layers.fuse)
+            return self
         if macs.counting():
             positions = self.data.shape[0] * self.data.shape[2] * self.data.shape[3]
             macs.record(bn, "norm", positions * self.num_channels, positions, positions)
@@ -85,8 +87,9 @@ class DenseFeatures:
         return self._unmasked(self.data + other.data)
 
     def restrict(self, mask: torch.Tensor, prefix: str = "") -> "DenseFeatures":
-        """The same map restricted to ``mask [B, H, W]`` (a subset of the current active set)."""
-        return DenseFeatures(self.data, mask)
+        """The same map restricted to ``mask [B, H, W]`` (a subset of the current active set;
+        an all-True mask keeps the map unmasked)."""
+        return DenseFeatures(self.data, None if mask.all() else mask)
 
     def to_dense(self) -> torch.Tensor:
         """``[B, C, H, W]``, zero outside the active mask."""

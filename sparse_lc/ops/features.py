@@ -46,7 +46,7 @@ def run_sequential(x: Features, modules: nn.Sequential) -> Features:
             x = run_sequential(x, module)
         elif isinstance(module, nn.Conv2d):
             x = x.conv(module)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.Identity)):
             x = x.norm(module)
         elif isinstance(module, nn.ReLU):
             x = x.relu()

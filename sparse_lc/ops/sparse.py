@@ -24,6 +24,7 @@ with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cu
     from spconv.core import ConvAlgo
 
 from . import macs
+from ..timing import section
 from .features import batch_norm_rows, check_submanifold_conv
 
 # spconv asks torch.fx whether it is tracing on every conv; torch logs a deprecation note for that.
@@ -155,14 +156,17 @@ class SparseFeatures:
         executor = _subm_executor(conv.in_channels, conv.out_channels, conv.kernel_size,
                                   conv.dilation, key, algo)
         # spconv cannot add a bias on the CPU: the bias is added here, on the rows.
-        out = executor._conv_forward(torch.is_grad_enabled(), self.tensor,
-                                     _krsc_weight(conv.weight, self.rows.dtype), None)
+        weight = _krsc_weight(conv.weight, self.rows.dtype)
+        with section("spconv"):  # benchmarks split a stage's time into spconv's and ours
+            out = executor._conv_forward(torch.is_grad_enabled(), self.tensor, weight, None)
         result = SparseFeatures(out, self.prefix)
         if macs.counting():
             self._record(conv, "conv", _pairs(out.indice_dict[key]) * conv.in_channels * conv.out_channels)
         return result if conv.bias is None else result._with_rows(result.rows + conv.bias.to(result.rows.dtype))
 
     def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "SparseFeatures":
+        if isinstance(bn, nn.Identity):  # folded into the conv before it (see layers.fuse)
+            return self
         self._record(bn, "norm", self.num_active * self.num_channels)
         return self._with_rows(batch_norm_rows(bn, self.rows))
 

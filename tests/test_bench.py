@@ -1,0 +1,98 @@
+"""Benchmark machinery (no timing asserts: these machines are noisy): masks, fusing, sections,
+report fields, the kernels_bench suite."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import make_cascade, random_images
+from sparse_lc.cli import main
+from sparse_lc.engine import bench
+from sparse_lc.engine.masks import nested_masks
+from sparse_lc.timing import SectionTimer
+
+REPO = os.path.join(os.path.dirname(__file__), "..")
+
+
+@pytest.mark.parametrize("pattern", ["clustered", "scattered"])
+def test_nested_masks_have_exact_shares(pattern):
+    h2, h3 = nested_masks((3, 40, 50), (0.2, 0.1), pattern, seed=1)
+    assert h2.flatten(1).sum(1).tolist() == [400] * 3 and h3.flatten(1).sum(1).tolist() == [200] * 3
+    assert not (h3 & ~h2).any()
+    with pytest.raises(ValueError, match="not increase"):
+        nested_masks((1, 8, 8), (0.1, 0.2))
+
+
+def test_clustered_masks_are_clustered():
+    """Clustered pixels have more active 4-neighbours than scattered ones at the same share."""
+    def neighbours(mask):
+        m = mask.float()
+        return float((m[:, 1:] * m[:, :-1]).sum() + (m[:, :, 1:] * m[:, :, :-1]).sum()) / float(m.sum())
+    clustered, = nested_masks((2, 64, 64), (0.2,), "clustered")
+    scattered, = nested_masks((2, 64, 64), (0.2,), "scattered")
+    assert neighbours(clustered) > 2 * neighbours(scattered)
+
+
+def test_fused_model_keeps_both_paths_equal():
+    model = make_cascade("resnet18", num_classes=7).eval()
+    fused = model.fused()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    images = random_images(batch=2, height=64, width=64)
+    with torch.no_grad():
+        reference = model(images, rho=0.9)
+        masks = reference.hard_masks
+        sparse = fused(images, execution="sparse", hard_masks=masks)
+        dense = fused(images, execution="dense", hard_masks=masks)
+    torch.testing.assert_close(sparse.logits, dense.logits, atol=1e-4, rtol=0)
+    scale = float(reference.logits.abs().max())
+    assert float((sparse.logits - reference.logits).abs().max()) < 1e-5 * scale
+
+
+def test_sections_cover_the_forward_pass(tiny_model):
+    with torch.no_grad(), SectionTimer() as timer:
+        tiny_model(random_images(), rho=0.9)
+    assert set(timer.seconds) == {"stage1", "stage2", "stage3", "assembly", "spconv"}
+    assert all(v >= 0 for v in timer.seconds.values())
+    assert timer.seconds["spconv"] <= timer.seconds["stage2"] + timer.seconds["stage3"]  # nested in them
+
+
+def test_bench_report(tiny_model):
+    report = bench(tiny_model, (64, 64), hard_shares=(0.3, 0.1), warmup=0, reps=2)
+    assert report.setting == "hard_share=0.3/0.1"
+    assert [s.name for s in report.stages] == ["stage1", "stage2", "stage3", "assembly"]
+    assert report.stages[1].active_fraction == pytest.approx(0.3, abs=0.02)
+    assert report.speedup == pytest.approx(report.dense_s / report.sparse_s)
+    assert report.ideal_speedup > 1 and report.stage23["mac_ratio"] > 1
+    assert isinstance(report.peak_mem_dense, int) and isinstance(report.peak_mem_sparse, int)
+    assert bench(tiny_model, (64, 64), rho=0.9, warmup=0, reps=1).setting == "rho=0.9"
+
+
+def test_bench_cli_json(capsys):
+    assert main(["bench", "--size", "32", "32", "--hard-share", "0.2", "0.1", "--reps", "1", "--warmup", "0",
+                 "--json", "--set", "model.backbone=tiny"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"dense_s", "sparse_s", "speedup", "ideal_speedup", "stages", "peak_mem_dense", "peak_mem_sparse"} <= set(data)
+    assert set(data["stages"][0]) == {"name", "dense_s", "sparse_s", "active_fraction"}
+    assert main(["bench", "--size", "32", "32", "--sweep", "0.1", "0.4", "--reps", "1", "--warmup", "0",
+                 "--set", "model.backbone=tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "hard_share=0.1/0.05" in out and "hard_share=0.4/0.2" in out and "of the limit" in out
+
+
+def test_kernels_bench_runs_and_writes_its_files(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kernels_bench", "--channels", "16", "--dilations", "2",
+                           "--shares", "0.1", "1.0", "--reps", "1", "--warmup", "0", "--no-progress",
+                           "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads((tmp_path / "layers.json").read_text())
+    assert len(data["results"]) == 4 and data["machine"]["threads"] == 2
+    row = data["results"][0]
+    assert row["algo"] == "Native" and row["mac_ratio"] > 1
+    assert (tmp_path / "layers.csv").read_text().count("\n") == 5
+    assert (tmp_path / "speedup.png").read_bytes()[:4] == b"\x89PNG"
