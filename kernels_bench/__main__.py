@@ -30,7 +30,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--channels", type=int, nargs="+", default=[64, 256, 512], help="C_in = C_out")
     p.add_argument("--dilations", type=int, nargs="+", default=[1, 2, 4], help="3x3 conv dilations")
-    p.add_argument("--shares", type=float, nargs="+", default=list(SHARES), help="active shares h")
+    p.add_argument("--shares", type=float, nargs="+", default=list(SHARES), help="active shares h, in (0, 1]")
     p.add_argument("--patterns", nargs="+", choices=PATTERNS, default=list(PATTERNS), help="mask patterns")
     p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
                    help="feature map (64x64 = a 512x512 image at output stride 8)")
@@ -71,6 +71,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.quick:
         args.channels, args.dilations, args.shares = [64], [2], [0.05, 0.2, 1.0]
+    if not all(0 < h <= 1 for h in args.shares):
+        print(f"python -m kernels_bench: error: --shares must lie in (0, 1], got {args.shares}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     grid = [(c, d, h, p) for c in args.channels for d in args.dilations for p in args.patterns for h in args.shares]
     results = [bench_layer(c, d, h, p, tuple(args.size), args.device, args.warmup, args.reps)

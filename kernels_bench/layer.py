@@ -36,21 +36,38 @@ class LayerResult:
         return asdict(self)
 
 
+def _once(fn: Callable[[], object], sync: bool) -> float:
+    """Wall time of one call, in milliseconds."""
+    if sync:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if sync:
+        torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def _median_iqr(times: List[float]) -> Tuple[float, float]:
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
+    return statistics.median(times), q[2] - q[0]
+
+
 def _time(fn: Callable[[], object], warmup: int, reps: int, sync: bool) -> Tuple[float, float]:
     """Median and interquartile range of ``fn``'s wall time, in milliseconds."""
     for _ in range(warmup):
         fn()
-    times: List[float] = []
-    for _ in range(reps):
-        if sync:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            torch.cuda.synchronize()
-        times.append(1e3 * (time.perf_counter() - start))
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else times * 3
-    return statistics.median(times), q[2] - q[0]
+    return _median_iqr([_once(fn, sync) for _ in range(reps)])
+
+
+def _time_with_and_without(full: Callable[[], object], part: Callable[[], object], warmup: int, reps: int,
+                           sync: bool) -> Tuple[float, float, float]:
+    """``part``'s median and IQR, and the median of ``full - part`` measured in the same
+    repetition (paired, so that the difference is not two independent medians' noise)."""
+    for _ in range(warmup):
+        full(), part()
+    pairs = [(_once(full, sync), _once(part, sync)) for _ in range(reps)]
+    median, iqr = _median_iqr([p for _, p in pairs])
+    return median, iqr, max(statistics.median([f - p for f, p in pairs]), 0.0)
 
 
 @torch.no_grad()
@@ -71,14 +88,15 @@ def bench_layer(channels: int, dilation: int, share: float, pattern: str, size: 
     gather_ms, _ = _time(lambda: SparseFeatures.from_dense(x, mask, "bench"), warmup, reps, sync)
     rows = SparseFeatures.from_dense(x, mask, "bench")
     with_rulebook = rows.conv(conv)  # builds and caches the rulebook
-    first_ms, _ = _time(lambda: rows.conv(conv), warmup, reps, sync)                     # build + conv
-    sparse_ms, sparse_iqr = _time(lambda: with_rulebook.conv(conv), warmup, reps, sync)  # reuse
+    # a conv on fresh rows builds the rulebook; on rows that carry one it reuses it
+    sparse_ms, sparse_iqr, rulebook_ms = _time_with_and_without(lambda: rows.conv(conv),
+                                                                lambda: with_rulebook.conv(conv), warmup, reps, sync)
     scatter_ms, _ = _time(with_rulebook.to_dense, warmup, reps, sync)
     with MacCounter() as dense_macs:
         DenseFeatures(x).conv(conv)
     with MacCounter() as sparse_macs:
         with_rulebook.conv(conv)
-    all_in = gather_ms + first_ms + scatter_ms
+    all_in = gather_ms + rulebook_ms + sparse_ms + scatter_ms
     return LayerResult(channels, dilation, share, pattern, spconv_algo(dev).name, dense_ms, dense_masked_ms,
-                       sparse_ms, max(first_ms - sparse_ms, 0.0), gather_ms, scatter_ms, sparse_iqr, dense_iqr,
+                       sparse_ms, rulebook_ms, gather_ms, scatter_ms, sparse_iqr, dense_iqr,
                        dense_macs.total() / max(sparse_macs.total(), 1), dense_ms / sparse_ms, dense_ms / all_in)

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-side", type=int, default=1024,
                      help="run images whose longer side exceeds this downscaled (outputs keep full size); 0: never")
     seg.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
+    seg.add_argument("--no-warmup", action="store_true",
+                     help="do not run each new image size once untimed first (faster for folders of many "
+                          "sizes; the times then include one-time set-up)")
     _add_run_args(seg)
     seg.set_defaults(func=cmd_segment)
 
@@ -181,7 +184,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     model.to(init_distributed(args.device).device)
     _, palette = class_names_and_palette(cfg)
     records = segment_files(model, args.inputs, args.out, palette, args.rho, args.max_side,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, warmup=not args.no_warmup)
     print(json.dumps([r.to_json() for r in records]) if args.json else segment_table(records))
     failed = [r for r in records if not r.ok]
     for r in failed:

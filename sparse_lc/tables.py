@@ -74,9 +74,13 @@ def bench_table(reports: List[BenchReport]) -> str:
         lines.append(f"{'total':<9} {1e3 * r.dense_s:9.1f} {1e3 * r.sparse_s:9.1f} {r.speedup:7.2f}x   "
                      f"(MAC limit {r.ideal_speedup:.2f}x; spread {1e3 * r.dense_iqr_s:.1f} / {1e3 * r.sparse_iqr_s:.1f} ms)")
         s23 = r.stage23
-        lines.append(f"stages 2-3: {s23['speedup']:.2f}x faster, MAC ratio {s23['mac_ratio']:.2f}x: "
-                     f"{100 * s23['efficiency']:.0f}% of the limit; {100 * s23['spconv_s'] / s23['sparse_s']:.0f}% "
-                     f"of their sparse time is inside spconv's convolutions")
+        if s23["mac_ratio"] is None:
+            lines.append("stages 2-3: no hard pixel, skipped")
+        else:
+            lines.append(f"stages 2-3: {s23['speedup']:.2f}x faster, MAC ratio {s23['mac_ratio']:.2f}x: "
+                         f"{100 * s23['efficiency']:.0f}% of the limit; "
+                         f"{100 * s23['spconv_s'] / s23['sparse_s']:.0f}% of their sparse time is inside "
+                         f"spconv's convolutions")
         lines.append(f"images/s: dense {r.images_per_s_dense:.2f}, cascade {r.images_per_s_sparse:.2f}; "
                      f"peak memory above resting: dense {_mib(r.peak_mem_dense)}, cascade {_mib(r.peak_mem_sparse)}")
     return "\n".join(lines)

@@ -131,3 +131,21 @@ def test_tools_scripts_and_console_script(tool, args):
     assert proc.returncode == 0, proc.stderr[-2000:]
     if "--json" in args:
         assert set(json.loads(proc.stdout)) >= {"dense_macs", "sparse_macs", "ratio", "stages", "layers"}
+
+
+def test_segment_survives_a_failed_write_and_reruns_into_its_own_folder(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a", "b"):
+        _write(folder / f"{name}.png", np.full((16, 16, 3), 100, np.uint8))
+    (folder / "dir.png").mkdir()                       # a folder with an image suffix is not an input
+    (folder / "a_overlay.jpg").mkdir()                 # an output that cannot be written
+    assert main(["segment", str(folder), "--out", str(folder), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "a.png: OSError: cannot write" in err and "1 of 2 input(s) failed" in err
+    assert (folder / "b_stages.png").is_file()         # the batch went on
+    (folder / "a_overlay.jpg").rmdir()
+    # again into the same folder: the earlier outputs are not taken for inputs
+    assert main(["segment", str(folder), "--out", str(folder), "--no-progress", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert sorted(os.path.basename(r["path"]) for r in records) == ["a.png", "b.png"]

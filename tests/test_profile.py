@@ -68,3 +68,14 @@ def test_profile_cli_json(capsys):
     assert main(["profile", "--size", "64", "96", "--layers"]) == 0
     table = capsys.readouterr().out
     assert "backbone.layer3.0.conv1" in table and "total" in table
+
+
+def test_profile_counts_images_in_batches_and_keeps_the_mode():
+    model = make_cascade(num_classes=5).train()
+    batch = random_images(batch=2, height=48, width=48)
+    report = profile_macs(model, [batch], rho=0.9)
+    assert report.num_images == 2 and model.training
+    single = profile_macs(model, [batch[:1], batch[1:]], rho=0.9)
+    assert report.dense_macs == pytest.approx(single.dense_macs)
+    for a, b in zip(report.stages, single.stages):
+        assert a.active_fraction == pytest.approx(b.active_fraction)

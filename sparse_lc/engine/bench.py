@@ -7,8 +7,9 @@ allocator state); medians with the interquartile range. Per section of the forwa
 the time comes from :mod:`sparse_lc.timing`. The dense run is the same model with every stage
 and head on every pixel (rho = 1, plain dense convolutions). Hard pixels come either from the
 model's confidences at ``rho`` or, to measure speed independently of training, from clustered
-synthetic masks with exact shares (``hard_shares``). ``ideal_speedup`` is the MAC ratio of the
-whole model; ``stage23`` compares the time and MAC ratios of stages 2-3 alone, overheads
+synthetic masks with exact shares (``hard_shares``; the cascade then skips computing its two
+confidence maps, a softmax over each map, which the dense run still does: a small bias in
+the cascade's favour). ``ideal_speedup`` is the MAC ratio of the whole model; ``stage23`` compares the time and MAC ratios of stages 2-3 alone, overheads
 included (building the sparse tensor and rulebooks, gather, scatter).
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .profile import profile_macs
 
 SECTIONS = ("stage1", "stage2", "stage3", "assembly")
 SPCONV = "spconv"  # time inside spconv's SubMConv2d calls (nested in stage2 / stage3)
+MEMORY_SAMPLES = 3  # peak memory is the median of this many measurements per kind
 
 
 @dataclass
@@ -56,7 +58,8 @@ class BenchReport:
     stages: List[StageTime]
     stage23: Dict[str, float]    # stages 2-3 alone: dense_s, sparse_s, speedup, mac_ratio, efficiency,
                                  # spconv_s (of sparse_s, the time inside spconv's convolutions)
-    peak_mem_dense: int          # bytes above the model's resting memory (RSS on CPU, allocated on CUDA)
+    peak_mem_dense: int          # bytes above the model's resting memory (RSS on CPU, allocated on
+                                 # CUDA), median of MEMORY_SAMPLES measurements
     peak_mem_sparse: int
 
     def to_json(self) -> Dict:
@@ -124,10 +127,14 @@ def bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[float] = Non
             run()
     totals: Dict[str, List[float]] = {"sparse": [], "dense": []}
     sections: Dict[str, Dict[str, List[float]]] = {k: {s: [] for s in SECTIONS + (SPCONV,)} for k in runs}
-    for _ in range(reps):
-        for kind, run in runs.items():
+    order = list(runs)
+    for rep in range(reps):
+        for kind in order[rep % 2:] + order[:rep % 2]:  # alternate which kind goes first
+            run = runs[kind]
             run()  # untimed: the timed pass follows one of its own kind, not the other (caches, allocator)
             with SectionTimer(param.device) as timer:
+                if param.device.type == "cuda":
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
                 run()
                 if param.device.type == "cuda":
@@ -143,9 +150,13 @@ def bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[float] = Non
                         active.get(s, 1.0)) for s in SECTIONS]
     later = [m for m in macs.stages if m.name in ("stage2", "stage3")]
     d23, s23 = stages[1].dense_s + stages[2].dense_s, stages[1].sparse_s + stages[2].sparse_s
-    mac_ratio = sum(m.dense_macs for m in later) / max(sum(m.sparse_macs for m in later), 1.0)
+    sparse23 = sum(m.sparse_macs for m in later)
+    mac_ratio = sum(m.dense_macs for m in later) / sparse23 if sparse23 else None  # None: no hard pixel
     stage23 = {"dense_s": d23, "sparse_s": s23, "speedup": d23 / s23, "mac_ratio": mac_ratio,
-               "efficiency": (d23 / s23) / mac_ratio, "spconv_s": statistics.median(sections["sparse"][SPCONV])}
+               "efficiency": (d23 / s23) / mac_ratio if mac_ratio else None,
+               "spconv_s": statistics.median(sections["sparse"][SPCONV])}
+    memory = {kind: statistics.median([peak_memory(run, param.device) for _ in range(MEMORY_SAMPLES)])
+              for kind, run in runs.items()}
     return BenchReport(setting, tuple(size), batch, torch.get_num_threads(), dense_s, sparse_s, dense_iqr,
                        sparse_iqr, dense_s / sparse_s, macs.ratio, batch / dense_s, batch / sparse_s, stages,
-                       stage23, peak_memory(runs["dense"], param.device), peak_memory(runs["sparse"], param.device))
+                       stage23, int(memory["dense"]), int(memory["sparse"]))

@@ -66,13 +66,16 @@ def layer_stages(model: LayerCascade) -> Dict[str, str]:
 def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optional[float] = None,
                  **forward_kwargs) -> ProfileReport:
     """Profile ``model`` on each ``[B, 3, H, W]`` (or ``[3, H, W]``) normalised image batch at
-    ``rho`` (``None``: the model's); ``forward_kwargs`` (e.g. ``hard_masks``) go to the cascade run."""
+    ``rho`` (``None``: the model's); ``forward_kwargs`` (e.g. ``hard_masks``) go to the cascade
+    run. MACs are means per image; active fractions are pixel-weighted over all images (the
+    same definition for layers and stages)."""
     rho = model.rho if rho is None else rho
+    was_training = model.training
     model.eval()
     stage_of = layer_stages(model)
     totals: Dict[str, List[float]] = {}  # name -> [dense, sparse, active, positions]
     kinds: Dict[str, str] = {}
-    active = torch.zeros(3, dtype=torch.float64)
+    active, pixels, num_images = torch.zeros(3, dtype=torch.float64), 0, 0
     for image in images:
         _, dense = count_macs(model, image, rho=1.0, execution="dense")
         result, sparse = count_macs(model, image, rho=rho, execution="sparse", **forward_kwargs)
@@ -83,12 +86,15 @@ def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optio
         for r in sparse.by_layer().values():
             totals[r.name][1] += r.macs
             totals[r.name][2] += r.active
-        active += torch.tensor([float(m.double().mean()) for m in result.active_masks], dtype=torch.float64)
-    n = len(images)
+        active += torch.tensor([float(m.sum()) for m in result.active_masks], dtype=torch.float64)
+        pixels += result.active_masks[0].numel()
+        num_images += result.stage_map.shape[0]
+    model.train(was_training)
+    n = num_images
     layers = [LayerProfile(name, stage_of[name], kinds[name], d / n, s / n, a / p if p else 0.0)
               for name, (d, s, a, p) in totals.items()]
     stages = [StageProfile(stage, sum(l.dense_macs for l in layers if l.stage == stage),
-                           sum(l.sparse_macs for l in layers if l.stage == stage), float(active[k]) / n)
+                           sum(l.sparse_macs for l in layers if l.stage == stage), float(active[k]) / pixels)
               for k, stage in enumerate(STAGES)]
     dense_total, sparse_total = sum(s.dense_macs for s in stages), sum(s.sparse_macs for s in stages)
     return ProfileReport(rho, n, dense_total, sparse_total, dense_total / sparse_total, stages, layers)
