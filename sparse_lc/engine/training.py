@@ -192,7 +192,8 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
     info = init_distributed(device)
     t, work_dir = cfg["train"], cfg["work_dir"]
     latest, final = os.path.join(work_dir, LATEST), os.path.join(work_dir, FINAL)
-    checkpoint = resume_checkpoint(work_dir, resume, cfg)
+    state = resume_checkpoint(work_dir, resume, cfg)
+    checkpoint = latest if state is not None else None
     torch.manual_seed(t["seed"])
     model = build_model(cfg["model"]).to(info.device)
     if t["load_from"] and checkpoint is None:
@@ -203,7 +204,8 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
     phases = build_phases(cfg)
     optimizer = build_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(phases, cfg))
-    start = restore(checkpoint, model, optimizer, scheduler) if checkpoint else 0
+    start = restore(latest, state, model, optimizer, scheduler) if state is not None else 0
+    del state  # the weights now live in the model; do not keep a second copy for the whole run
     if start >= t["iters"]:
         raise ValueError(f"{latest}: training already finished ({start} of {t['iters']} iterations)")
     if info.is_main:

@@ -43,8 +43,9 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any], keys=RESUME_KEY
     return differ
 
 
-def resume_checkpoint(work_dir: str, resume: bool, cfg: Dict[str, Any]) -> Optional[str]:
-    """The checkpoint to resume from, or None for a fresh start; raises on a conflict."""
+def resume_checkpoint(work_dir: str, resume: bool, cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The checkpoint state to resume from (read once, here), or None for a fresh start;
+    raises on a conflict."""
     latest = os.path.join(work_dir, LATEST)
     if not os.path.isfile(latest):
         if resume:
@@ -53,11 +54,12 @@ def resume_checkpoint(work_dir: str, resume: bool, cfg: Dict[str, Any]) -> Optio
     if not resume:
         raise ValueError(f"{latest}: this work_dir already holds a run; pass --resume to continue it "
                          f"or choose another --work-dir")
-    stored = load_checkpoint(latest).get("config")
+    state = load_checkpoint(latest)
+    stored = state.get("config")
     differ = config_differences(stored, cfg) if isinstance(stored, dict) else []
     if differ:
         raise CheckpointError(f"{latest}: cannot resume with different settings: {', '.join(differ)}")
-    return latest
+    return state
 
 
 def remove_stale_temporaries(work_dir: str) -> None:
@@ -97,9 +99,8 @@ def checkpoint_state(model, optimizer, scheduler, iteration: int, cfg: Dict[str,
             "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng, "config": cfg}
 
 
-def restore(path: str, model, optimizer, scheduler) -> int:
-    """Load a :func:`checkpoint_state` into the run; returns its iteration."""
-    state = load_checkpoint(path)
+def restore(path: str, state: Dict[str, Any], model, optimizer, scheduler) -> int:
+    """Load a :func:`checkpoint_state` (read from ``path``) into the run; returns its iteration."""
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
