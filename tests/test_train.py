@@ -95,21 +95,30 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         assert torch.equal(straight[name], resumed[name]), name
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def _corrupt_loss_at(monkeypatch, call: int, corrupt) -> None:
+    """Make the training loss ``corrupt(loss, result)`` at the ``call``-th step."""
     real_loss = train_module.cascade_loss
     calls = {"n": 0}
 
-    def nan_at_five(result, labels, weights):
+    def patched(result, labels, weights):
         calls["n"] += 1
         loss, stages = real_loss(result, labels, weights)
-        return (loss * float("nan"), stages) if calls["n"] == 5 else (loss, stages)
+        return (corrupt(loss, result) if calls["n"] == call else loss), stages
 
-    monkeypatch.setattr(train_module, "cascade_loss", nan_at_five)
+    monkeypatch.setattr(train_module, "cascade_loss", patched)
+
+
+def _assert_last_good_checkpoint(work_dir, iteration: int) -> None:
+    kept = load_checkpoint(str(work_dir / "latest.pth"))
+    assert kept["iteration"] == iteration
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    _corrupt_loss_at(monkeypatch, 5, lambda loss, result: loss * float("nan"))
     with pytest.raises(TrainingDiverged, match=r"iteration 5: the loss \(nan\) is not finite.*latest.pth"):
         train(small_cfg(tmp_path), progress=False)
-    kept = load_checkpoint(str(tmp_path / "latest.pth"))
-    assert kept["iteration"] == 3
-    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    _assert_last_good_checkpoint(tmp_path, 3)
 
 
 def test_nan_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
@@ -125,22 +134,11 @@ def test_nan_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
 
 def test_non_finite_gradients_stop_before_the_step(tmp_path, monkeypatch):
     """A finite loss with infinite gradients must not reach the weights (nor a checkpoint)."""
-    real_loss = train_module.cascade_loss
-    calls = {"n": 0}
-
-    def spike(result, labels, weights):
-        calls["n"] += 1
-        loss, stages = real_loss(result, labels, weights)
-        if calls["n"] == 5:  # the loss stays finite (+ 0), its gradient becomes 0 * inf = NaN
-            loss = loss + _InfGrad.apply(result.stage_logits[0].sum()) * 0
-        return loss, stages
-
-    monkeypatch.setattr(train_module, "cascade_loss", spike)
+    # the loss stays finite (+ 0), its gradient becomes 0 * inf = NaN
+    _corrupt_loss_at(monkeypatch, 5, lambda loss, result: loss + _InfGrad.apply(result.stage_logits[0].sum()) * 0)
     with pytest.raises(TrainingDiverged, match=r"iteration 5: the gradient norm is not finite.*latest.pth"):
         train(small_cfg(tmp_path), progress=False)
-    kept = load_checkpoint(str(tmp_path / "latest.pth"))
-    assert kept["iteration"] == 3
-    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    _assert_last_good_checkpoint(tmp_path, 3)
 
 
 class _InfGrad(torch.autograd.Function):
