@@ -1,16 +1,17 @@
 """The layer cascade: three stages, a pixel classifier after each, easy pixels leave early.
 
-Data flow (h, w = H/8, W/8; K classes)::
+Data flow (h, w = H/8, W/8; K classes; T_k the temperature of stage k, 1 unless calibrated)::
 
     images [B,3,H,W] -> pad to a multiple of 8 -> stage 1 (dense) -> f1 [B,C1,h,w] -> head 1
-      hard_1 = top softmax score of head 1 <= rho             (pixels stage 2 decides)
+      hard_1 = top softmax score of head 1 / T_1 <= rho_1     (pixels stage 2 decides)
       active_2 = hard_1 grown by `halo` pixels                (pixels stage 2 computes)
     f1 at active_2 -> stage 2 (sparse or masked dense) -> head 2
-      hard_2 = hard_1 and top score of head 2 <= rho          (pixels stage 3 decides)
+      hard_2 = hard_1 and top score of head 2 / T_2 <= rho_2  (pixels stage 3 decides)
       active_3 = hard_2 grown by `halo` (a subset of active_2)
     stage-2 features at active_3 -> stage 3 -> head 3
     label of each pixel: from the stage that decided it -> upsample to H, W -> crop
 
+``rho`` is one threshold for both tests or a pair ``(rho_1, rho_2)``.
 ``execution="sparse"`` runs stages 2-3 as spconv submanifold convolutions on the active pixels;
 ``execution="dense"`` runs the same weights as plain torch convolutions on full maps, zeroed
 outside the active set: the reference the sparse path must equal.
@@ -33,6 +34,9 @@ from .timing import section
 
 EXECUTIONS = ("sparse", "dense")
 
+Rho = Union[float, Sequence[float]]
+"""A confidence threshold: one number for both tests, or ``(rho_1, rho_2)``: stage 1 -> 2, 2 -> 3."""
+
 
 @dataclass
 class CascadeResult:
@@ -52,6 +56,13 @@ class CascadeResult:
     active_masks: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     hard_masks: Tuple[torch.Tensor, torch.Tensor]
     stage_map: torch.Tensor
+
+    @property
+    def received_masks(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Three ``[B, h, w]`` bool: the pixels each stage classifies (stage 1: all, stage 2:
+        hard_1, stage 3: hard_2). A stage's loss and its calibration cover exactly these; halo
+        pixels, computed only as context, are not among them."""
+        return (torch.ones_like(self.hard_masks[0]), *self.hard_masks)
 
     @property
     def stage_counts(self) -> torch.Tensor:
@@ -80,9 +91,34 @@ def _round_up(value: int, multiple: int) -> int:
     return (value + multiple - 1) // multiple * multiple
 
 
-def top_confidence(logits: torch.Tensor) -> torch.Tensor:
-    """``[B, K, h, w] -> [B, h, w]``: the top softmax score of each pixel (no gradient)."""
-    return logits.detach().softmax(dim=1).amax(dim=1)
+def top_confidence(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``[B, K, h, w] -> [B, h, w]``: the top softmax score of ``logits / temperature`` at each
+    pixel (no gradient)."""
+    logits = logits.detach() if temperature == 1.0 else logits.detach() / temperature
+    return logits.softmax(dim=1).amax(dim=1)
+
+
+def rho_pair(rho: Rho) -> Tuple[float, float]:
+    """``(rho_1, rho_2)`` from one threshold or two; raises ValueError outside [0, 1]."""
+    values = (rho, rho) if isinstance(rho, (int, float)) else tuple(rho)
+    if len(values) != 2:
+        raise ValueError(f"rho must be one number or two (stage 1 -> 2, stage 2 -> 3), got {list(values)}")
+    for value in values:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"rho must be in [0, 1], got {value}")
+    return float(values[0]), float(values[1])
+
+
+def canonical_rho(rho: Rho) -> Union[float, Tuple[float, float]]:
+    """A validated, hashable threshold: a float when both tests use the same, else a pair."""
+    rho1, rho2 = rho_pair(rho)
+    return rho1 if rho1 == rho2 else (rho1, rho2)
+
+
+def format_rho(rho: Rho) -> str:
+    """``"0.985"`` or ``"0.95/0.99"`` (rho_1/rho_2), for tables and titles."""
+    rho1, rho2 = rho_pair(rho)
+    return f"{rho1:g}" if rho1 == rho2 else f"{rho1:g}/{rho2:g}"
 
 
 def grow_mask(mask: torch.Tensor, halo: int) -> torch.Tensor:
@@ -91,6 +127,13 @@ def grow_mask(mask: torch.Tensor, halo: int) -> torch.Tensor:
         return mask
     grown = F.max_pool2d(mask[:, None].float(), 2 * halo + 1, stride=1, padding=halo)
     return grown[:, 0] > 0
+
+
+def pad_images(images: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, H, W]`` zero-padded at the bottom and right to multiples of 8, channels_last."""
+    height, width = images.shape[2:]
+    padded = F.pad(images, (0, _round_up(width, 8) - width, 0, _round_up(height, 8) - height))
+    return padded.contiguous(memory_format=torch.channels_last)
 
 
 def check_images(images: torch.Tensor) -> torch.Tensor:
@@ -117,19 +160,22 @@ class LayerCascade(nn.Module):
         backbone:      a :class:`CascadeBackbone` (see :func:`sparse_lc.build_backbone`).
         num_classes:   K, the number of classes.
         head_channels: width of each head's hidden 3x3 conv.
-        rho:           default confidence threshold; a pixel whose top softmax score is
-                       <= rho goes on to the next stage. ``forward`` can override it.
+        rho:           default confidence threshold(s) (:data:`Rho`); a pixel whose top softmax
+                       score is <= rho goes on to the next stage. ``forward`` can override it.
         halo:          widen each later stage's active set by this many pixels of context
                        (0: a stage computes exactly the pixels it decides).
         pixel_mean, pixel_std: RGB normalisation of 0-255 images, used by :meth:`predict`.
+
+    ``temperatures`` (one per stage, default 1) divide each head's logits before the
+    confidence test; :func:`sparse_lc.engine.calibrate` fits them. They change which pixels are
+    easy, never a stage's labels (``stage_logits`` and ``logits`` stay unscaled).
     """
 
     def __init__(self, backbone: CascadeBackbone, num_classes: int, head_channels: int = 256,
-                 rho: float = 0.985, halo: int = 0,
+                 rho: Rho = 0.985, halo: int = 0,
                  pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
                  pixel_std: Sequence[float] = (58.395, 57.12, 57.375)):
         super().__init__()
-        _check_rho(rho)
         if halo < 0:
             raise ValueError(f"halo must be >= 0, got {halo}")
         self.backbone = backbone
@@ -137,11 +183,25 @@ class LayerCascade(nn.Module):
             SegHead(c, head_channels, num_classes, dilation=d)
             for c, d in zip(backbone.stage_channels, backbone.stage_dilations))
         self.num_classes = num_classes
-        self.rho = rho
+        self.rho = canonical_rho(rho)
         self.halo = halo
+        self.temperatures = (1.0, 1.0, 1.0)
+        self.operating_point = None  # the calibration temperatures and rho came from, if any
         self.pixel_mean = tuple(float(v) for v in pixel_mean)
         self.pixel_std = tuple(float(v) for v in pixel_std)
         _channels_last_conv_weights(self)
+
+    @property
+    def temperatures(self) -> Tuple[float, float, float]:
+        """Softmax temperature of each stage's confidence test (1: uncalibrated)."""
+        return self._temperatures
+
+    @temperatures.setter
+    def temperatures(self, values: Sequence[float]) -> None:
+        values = tuple(float(v) for v in values)
+        if len(values) != 3 or not all(v > 0 for v in values):
+            raise ValueError(f"temperatures must be three positive numbers, got {list(values)}")
+        self._temperatures = values
 
     def fused(self) -> "LayerCascade":
         """An eval-mode copy with batch norm folded into the convs (faster inference, same
@@ -152,56 +212,88 @@ class LayerCascade(nn.Module):
         """The modules of stage ``stage`` (1, 2 or 3): its backbone part and its head."""
         return [*self.backbone.stage_modules()[stage - 1], self.heads[stage - 1]]
 
+    def confidence(self, logits: torch.Tensor, stage: int) -> torch.Tensor:
+        """``[B, K, h, w] -> [B, h, w]``: the calibrated top softmax score of stage ``stage``."""
+        return top_confidence(logits, self.temperatures[stage - 1])
+
     # ------------------------------------------------------------------------------ forward
-    def forward(self, images: torch.Tensor, rho: Optional[float] = None, execution: str = "sparse",
+    def forward(self, images: torch.Tensor, rho: Optional[Rho] = None, execution: str = "sparse",
                 hard_masks: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> CascadeResult:
         """Run the cascade on normalised RGB images ``[B, 3, H, W]`` (or ``[3, H, W]``), any H, W.
 
-        ``rho`` overrides the model's threshold. ``hard_masks`` (two ``[B, h, w]`` bool, the
-        second a subset of the first) replaces the thresholding: the cascade then runs with
-        these hard pixels whatever the confidences (used to train and to benchmark with
-        given masks).
+        ``rho`` (one threshold or two, see :data:`Rho`) overrides the model's. ``hard_masks``
+        (two ``[B, h, w]`` bool, the second a subset of the first) replaces the thresholding:
+        the cascade then runs with these hard pixels whatever the confidences (used to train
+        and to benchmark with given masks).
         """
         images = check_images(images)
-        rho = self.rho if rho is None else _check_rho(rho)
+        rho1, rho2 = rho_pair(self.rho if rho is None else rho)
         if execution not in EXECUTIONS:
             raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-        height, width = images.shape[2:]
-        padded = F.pad(images, (0, _round_up(width, 8) - width, 0, _round_up(height, 8) - height))
-        padded = padded.contiguous(memory_format=torch.channels_last)
-
+        padded = pad_images(images)
         with section("stage1"):
-            f1 = self.backbone.stage1(padded)  # [B, C1, h, w]
-            grid = (f1.shape[0], *f1.shape[2:])
+            f1, logits1 = self.run_stage1(padded)
             if hard_masks is not None:
-                hard_masks = _check_hard_masks(hard_masks, grid, f1.device)
-            logits1 = self.heads[0](DenseFeatures(f1)).to_dense()
-            hard1 = hard_masks[0] if hard_masks else top_confidence(logits1) <= rho
+                hard_masks = _check_hard_masks(hard_masks, (f1.shape[0], *f1.shape[2:]), f1.device)
+            hard1 = hard_masks[0] if hard_masks else self.confidence(logits1, 1) <= rho1
         with section("stage2"):
-            active2 = grow_mask(hard1, self.halo)
-            x2 = self._enter_stage(f1, active2, "stage2", execution)
-            logits2, hard2 = torch.zeros_like(logits1), torch.zeros_like(hard1)
-            if x2 is not None:
-                x2 = self.backbone.stage2(x2)
-                logits2 = self.heads[1](x2).to_dense()
-                hard2 = hard_masks[1] if hard_masks else hard1 & (top_confidence(logits2) <= rho)
+            x2, logits2, active2 = self.run_stage2(f1, hard1, logits1, execution)
+            hard2 = hard_masks[1] if hard_masks else hard1 & (self.confidence(logits2, 2) <= rho2)
         with section("stage3"):
-            active3 = grow_mask(hard2, self.halo)
-            logits3 = torch.zeros_like(logits1)
-            x3 = x2.restrict(active3, "stage3") if active3.any() else None
-            if x3 is not None:
-                logits3 = self.heads[2](self.backbone.stage3(x3)).to_dense()
+            logits3, active3 = self.run_stage3(x2, hard2, logits1)
         with section("assembly"):
-            stage_map = 1 + hard1.to(torch.uint8) + hard2.to(torch.uint8)  # [B, h, w]
-            decided = torch.where((stage_map == 1)[:, None], logits1,
-                                  torch.where((stage_map == 2)[:, None], logits2, logits3))
-            logits = F.interpolate(decided, size=padded.shape[2:], mode="bilinear", align_corners=False)
-            logits = logits[:, :, :height, :width]
-            labels = logits.max(dim=1).indices  # as argmax, and faster on channels_last maps
-        return CascadeResult(logits=logits, labels=labels,
-                             stage_logits=(logits1, logits2, logits3),
-                             active_masks=(torch.ones_like(hard1), active2, active3),
-                             hard_masks=(hard1, hard2), stage_map=stage_map)
+            return self.assemble(images.shape[2:], (logits1, logits2, logits3), (hard1, hard2),
+                                 (active2, active3))
+
+    # The steps of forward, public so that a threshold search can share the work of earlier
+    # stages between thresholds (see sparse_lc.engine.calibration).
+    def run_stage1(self, padded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Stage 1 and its head on images padded to a multiple of 8 (:func:`pad_images`):
+        ``[B, 3, H, W] -> (f1 [B, C1, h, w], logits1 [B, K, h, w])``."""
+        f1 = self.backbone.stage1(padded)
+        return f1, self.heads[0](DenseFeatures(f1)).to_dense()
+
+    def run_stage2(self, f1: torch.Tensor, hard1: torch.Tensor, like: torch.Tensor,
+                   execution: str = "sparse") -> Tuple[Optional[Features], torch.Tensor, torch.Tensor]:
+        """Stage 2 and its head on ``hard1 [B, h, w]`` grown by the halo.
+
+        Returns the stage's features (None when no pixel is hard), its logits ``[B, K, h, w]``
+        (zeros where it did not compute; ``like`` gives their shape) and its active mask.
+        """
+        active2 = grow_mask(hard1, self.halo)
+        x2 = self._enter_stage(f1, active2, "stage2", execution)
+        if x2 is None:
+            return None, torch.zeros_like(like), active2
+        x2 = self.backbone.stage2(x2)
+        return x2, self.heads[1](x2).to_dense(), active2
+
+    def run_stage3(self, x2: Optional[Features], hard2: torch.Tensor,
+                   like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Stage 3 and its head on ``hard2`` grown by the halo, from stage 2's features ``x2``.
+        Returns its logits (zeros where it did not compute) and its active mask."""
+        active3 = grow_mask(hard2, self.halo)
+        if not active3.any():
+            return torch.zeros_like(like), active3
+        return self.heads[2](self.backbone.stage3(x2.restrict(active3, "stage3"))).to_dense(), active3
+
+    @staticmethod
+    def assemble(size: Tuple[int, int], stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                 hard_masks: Tuple[torch.Tensor, torch.Tensor],
+                 active_masks: Tuple[torch.Tensor, torch.Tensor]) -> CascadeResult:
+        """The result: each pixel's logits from the stage that decided it, upsampled to the
+        padded input and cropped to ``size = (H, W)``."""
+        logits1, logits2, logits3 = stage_logits
+        hard1, hard2 = hard_masks
+        stage_map = 1 + hard1.to(torch.uint8) + hard2.to(torch.uint8)  # [B, h, w]
+        decided = torch.where((stage_map == 1)[:, None], logits1,
+                              torch.where((stage_map == 2)[:, None], logits2, logits3))
+        height, width = size
+        logits = F.interpolate(decided, size=(_round_up(height, 8), _round_up(width, 8)),
+                               mode="bilinear", align_corners=False)[:, :, :height, :width]
+        labels = logits.max(dim=1).indices  # as argmax, and faster on channels_last maps
+        return CascadeResult(logits=logits, labels=labels, stage_logits=stage_logits,
+                             active_masks=(torch.ones_like(hard1), *active_masks),
+                             hard_masks=hard_masks, stage_map=stage_map)
 
     @staticmethod
     def _enter_stage(dense: torch.Tensor, active: torch.Tensor, name: str,
@@ -217,7 +309,7 @@ class LayerCascade(nn.Module):
     # ------------------------------------------------------------------------------ predict
     @torch.no_grad()
     def predict(self, images: Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]],
-                rho: Optional[float] = None, channel_order: str = "bgr",
+                rho: Optional[Rho] = None, channel_order: str = "bgr",
                 execution: str = "sparse") -> CascadeResult:
         """Segment uint8 images (as read by OpenCV: ``[H, W, 3]`` BGR, or a list / ``[B, H, W, 3]``
         array of them; ``channel_order="rgb"`` for RGB) or an already normalised float tensor.
@@ -245,12 +337,6 @@ def _channels_last_conv_weights(model: nn.Module) -> None:
         for m in model.modules():
             if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1):
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-
-
-def _check_rho(rho: float) -> float:
-    if not 0.0 <= float(rho) <= 1.0:
-        raise ValueError(f"rho must be in [0, 1], got {rho}")
-    return float(rho)
 
 
 def _check_hard_masks(masks: Sequence[torch.Tensor], grid: Tuple[int, int, int],

@@ -1,9 +1,10 @@
 """Checkpoints: written atomically, read safely (``torch.load(weights_only=True)``), one-line errors."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
-from typing import Any, Dict
+from typing import Any, BinaryIO, Callable, Dict
 
 import torch
 
@@ -13,8 +14,13 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed to
-    disk, then renamed over ``path``. A crash leaves the old file or the new one, never half."""
+    """Write ``state`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a temporary file in the folder of ``path``, flush it to disk, then
+    rename it over ``path``. A crash leaves the old file or the new one, never half of one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
@@ -23,7 +29,7 @@ def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -44,6 +50,15 @@ def _fsync_folder(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's bytes (ties a calibration to the exact weights it was made for)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -12,19 +13,36 @@ import torch
 
 from . import __version__
 from .builder import build_model
-from .checkpoint import CheckpointError, load_model_weights
+from .checkpoint import CheckpointError
+from .cascade import Rho, format_rho
 from .config import ConfigError, load_config
 from .data import DataError, build_dataset, check_dataset, read_photo, render_scene
-from .engine import (EvalResult, TrainingDiverged, bench, evaluate, profile_macs, save_eval_report, segment_files,
-                     train)
+from .engine import (EvalResult, TrainingDiverged, bench, calibrate, evaluate, profile_macs, save_calibration_report,
+                     save_eval_report, segment_files, train)
 from .engine.dist import init_distributed
+from .engine.thresholds import DEFAULT_GRID
 from .inference import prepare_images
 from .loading import SAMPLES_DIR, class_names_and_palette, load_model
-from .tables import bench_table, eval_table, profile_table, segment_table
+from .operating_point import save_operating_point
+from .tables import bench_table, calibration_table, eval_table, profile_table, segment_table
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
+
+
+def parse_rho(text: str) -> Rho:
+    """``"0.9"`` -> 0.9; ``"0.9,0.99"`` -> (0.9, 0.99): rho_1 (stage 1 -> 2), rho_2 (2 -> 3)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+        if len(values) > 2 or not all(0.0 <= v <= 1.0 for v in values):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a threshold is R or R1,R2 with values in [0, 1]") from None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+RHO_HELP = "R, or R1,R2 for stage 1 -> 2 and 2 -> 3"
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +55,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="YAML config (default: the checkpoint's own, or the bundled model's)")
     parser.add_argument("--checkpoint", default=None, help="weights .pth (default: the bundled model)")
     _add_overrides(parser)
+    _add_no_calibration(parser)
+
+
+def _add_no_calibration(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="ignore the temperatures and thresholds `sparse-lc calibrate` saved beside the checkpoint")
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "cascade trained on the synthetic dataset); print per-stage pixel shares and the MACs "
                    "saved against the dense run, and check that sparse and dense execution agree.")
     demo.add_argument("--out", default="sparse_lc_demo", help="folder for the pictures")
-    demo.add_argument("--rho", type=float, default=None, help="threshold (default: the model's)")
+    demo.add_argument("--rho", type=parse_rho, default=None, help=f"threshold, {RHO_HELP} (default: the model's)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
@@ -73,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "that cannot be read is reported and skipped; the exit code is then 1.")
     seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     _add_model_args(seg)
-    seg.add_argument("--rho", type=float, default=None, help="threshold (default: the model's)")
+    seg.add_argument("--rho", type=parse_rho, default=None, help=f"threshold, {RHO_HELP} (default: the model's)")
     seg.add_argument("--out", default="sparse_lc_out", help="output folder")
     seg.add_argument("--max-side", type=int, default=1024,
                      help="run images whose longer side exceeds this downscaled (outputs keep full size); 0: never")
@@ -92,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = prof.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", metavar="IMG", help="image file(s) to profile on")
     source.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="a generated image of this size")
-    prof.add_argument("--rho", type=float, nargs="+", default=None, help="threshold(s) (default: the model's)")
+    prof.add_argument("--rho", type=parse_rho, nargs="+", default=None,
+                      help=f"threshold(s), each {RHO_HELP} (default: the model's)")
     prof.add_argument("--json", action="store_true", help="print one JSON object (a list for several --rho)")
     prof.add_argument("--layers", action="store_true", help="print every layer, not only the stages")
     prof.set_defaults(func=cmd_profile)
@@ -107,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(bench_p)
     bench_p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="input size")
     which = bench_p.add_mutually_exclusive_group()
-    which.add_argument("--rho", type=float, nargs="+", default=None, help="use the model's own confidences")
+    which.add_argument("--rho", type=parse_rho, nargs="+", default=None,
+                       help=f"use the model's own confidences at these thresholds, each {RHO_HELP}")
     which.add_argument("--hard-share", type=float, nargs=2, default=None, metavar=("H2", "H3"),
                        help="force clustered hard masks with these shares after stage 1 and 2")
     which.add_argument("--sweep", type=float, nargs="+", default=None, metavar="H2",
@@ -139,12 +165,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("config", help="YAML config file")
     ev.add_argument("checkpoint", help="checkpoint (.pth) written by sparse-lc train")
     _add_overrides(ev)
-    ev.add_argument("--rho", type=float, nargs="+", default=None,
-                    help="thresholds (default: eval.rhos of the config, else model.rho and 1)")
+    ev.add_argument("--rho", type=parse_rho, nargs="+", default=None,
+                    help=f"thresholds, each {RHO_HELP} (default: eval.rhos of the config, else the model's "
+                         "rho (calibrated if calibrated) and 1)")
+    _add_no_calibration(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
     ev.add_argument("--out", default=None, help="folder for eval.json and rho_sweep.png (default: the checkpoint's)")
     _add_run_args(ev)
     ev.set_defaults(func=cmd_eval)
+
+    cal = _parser(sub, "calibrate", "fit stage temperatures and choose (rho_1, rho_2) on data",
+                  "Fit one softmax temperature per stage on the calibration split (data.calib_split) by "
+                  "minimising NLL, then run the cascade at every threshold pair of a grid and choose: with "
+                  "--max-drop D the cheapest pair whose mIoU is within D points of the reference, with "
+                  "--budget B the most accurate pair whose MACs are at most B x the dense run's. Writes the "
+                  "choice beside the checkpoint (CKPT_STEM.calibration.json), where segment, eval, profile "
+                  "and bench pick it up, plus the explored points, their Pareto front and reliability "
+                  "diagrams to --out.")
+    cal.add_argument("config", help="YAML config file")
+    cal.add_argument("checkpoint", help="checkpoint (.pth) to calibrate")
+    _add_overrides(cal)
+    goal = cal.add_mutually_exclusive_group()
+    goal.add_argument("--max-drop", type=float, default=None,
+                      help="mIoU points the cascade may lose against the reference (default 1.0)")
+    goal.add_argument("--budget", type=float, default=None, help="MACs allowed, as a fraction of the dense run")
+    cal.add_argument("--reference", default=None, metavar="CKPT",
+                     help="measure --max-drop from the dense run (rho = 1) of this checkpoint of the same config, "
+                          "e.g. the dense baseline (default: this model's best on the grid)")
+    cal.add_argument("--grid", type=float, nargs="+", default=None, metavar="R",
+                     help="thresholds to try for each of rho_1 and rho_2 (default: 0.5 ... 0.999 and 1)")
+    cal.add_argument("--out", default=None,
+                     help="folder for thresholds.json, pareto.png, reliability_s*.png (default: CKPT_STEM_calibration)")
+    cal.add_argument("--json", action="store_true", help="print the operating point as JSON instead of the table")
+    _add_run_args(cal)
+    cal.set_defaults(func=cmd_calibrate)
 
     check = _parser(sub, "check-data", "report problems in a dataset",
                     "Walk the training and validation splits of CONFIG and report missing pairs, unreadable "
@@ -168,7 +222,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _, palette = class_names_and_palette(cfg)
     records = segment_files(model, [SAMPLES_DIR], args.out, palette, args.rho, progress=not args.no_progress)
     rho = args.rho if args.rho is not None else model.rho
-    print(f"bundled model: a {cfg['model']['backbone']} cascade trained on synthetic shapes, rho = {rho:g}")
+    print(f"bundled model: a {cfg['model']['backbone']} cascade trained on synthetic shapes, rho = {format_rho(rho)}")
     print(segment_table(records))
     batch = prepare_images(read_photo(records[0].path), model.pixel_mean, model.pixel_std, "bgr")
     with torch.no_grad():
@@ -180,7 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    model, cfg = load_model(args.config, args.checkpoint, args.overrides)
+    model, cfg = _load_model(args)
     model.to(init_distributed(args.device).device)
     _, palette = class_names_and_palette(cfg)
     records = segment_files(model, args.inputs, args.out, palette, args.rho, args.max_side,
@@ -194,8 +248,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _load_model(args: argparse.Namespace):
+    """load_model with the command's arguments; says which calibration it applied (stderr)."""
+    model, cfg = load_model(args.config, args.checkpoint, args.overrides, calibrated=not args.no_calibration)
+    if model.operating_point is not None:
+        print(f"calibrated: {model.operating_point.describe()}", file=sys.stderr)
+    return model, cfg
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
-    model, _ = load_model(args.config, args.checkpoint, args.overrides)
+    model, _ = _load_model(args)
     if args.input:
         pictures = [read_photo(path) for path in args.input]
     else:
@@ -216,7 +278,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.config is None and args.checkpoint is None:
         model = build_model(load_config(overrides=args.overrides)["model"])
     else:
-        model, _ = load_model(args.config, args.checkpoint, args.overrides)
+        model, _ = _load_model(args)
     model = model.eval() if args.no_fuse else model.fused()
     model.to(init_distributed(args.device).device)
     if args.sweep:
@@ -245,12 +307,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    cfg = _config(args)
     info = init_distributed(args.device)
-    model = build_model(cfg["model"])
-    load_model_weights(model, args.checkpoint)
+    model, cfg = _load_model(args)
     model.to(info.device)
-    rhos = args.rho or cfg["eval"]["rhos"] or [cfg["model"]["rho"], 1.0]
+    rhos = args.rho or cfg["eval"]["rhos"] or [model.rho, 1.0]
     results = evaluate(model, build_dataset(cfg, train=False), rhos, info, progress=not args.no_progress)
     if not info.is_main:
         return 0
@@ -261,6 +321,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(eval_table(results))
         print("wrote " + ", ".join(written))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    info = init_distributed(args.device)
+    model, cfg = load_model(args.config, args.checkpoint, args.overrides, calibrated=False)
+    model.to(info.device)
+    split = cfg["data"]["calib_split"]
+    dataset = build_dataset(cfg, train=False, split=split)
+    reference_miou, reference = None, ""
+    if args.reference:
+        dense_model, _ = load_model(args.config, args.reference, args.overrides, calibrated=False)
+        dense = evaluate(dense_model.to(info.device), dataset, [1.0], progress=not args.no_progress)[0]
+        reference_miou, reference = dense.miou, f"dense run of {args.reference}"
+    max_drop = 1.0 if args.max_drop is None and args.budget is None else args.max_drop
+    report = calibrate(model, dataset, max_drop=max_drop, budget=args.budget, reference_miou=reference_miou,
+                       reference=reference, grid=args.grid or DEFAULT_GRID, split=split,
+                       progress=not args.no_progress)
+    point_path = save_operating_point(report.operating_point, args.checkpoint)
+    out = args.out or os.path.splitext(args.checkpoint)[0] + "_calibration"
+    written = save_calibration_report(report, out, title=os.path.basename(args.config))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report.operating_point)))
+    else:
+        print(calibration_table(report))
+        print("wrote " + ", ".join([point_path, *written]))
     return 0
 
 

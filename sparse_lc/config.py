@@ -20,7 +20,7 @@ DEFAULTS: Dict[str, Any] = {
         "backbone_args": {},        # keyword arguments of the backbone factory, e.g. dilations
         "num_classes": 21,
         "head_channels": 128,       # hidden width of each stage's two-conv classifier
-        "rho": 0.985,               # default confidence threshold (forward can override it)
+        "rho": 0.985,               # default threshold, or [rho_1, rho_2] (a calibration file overrides it)
         "halo": 0,                  # context pixels added around each later stage's hard pixels
         "pretrained": None,         # local torchvision ResNet state_dict (.pth), never downloaded
         "pixel_mean": [123.675, 116.28, 103.53],  # RGB, 0-255
@@ -33,10 +33,11 @@ DEFAULTS: Dict[str, Any] = {
         "palette": None,            # [[r, g, b], ...] per class (folder datasets; default VOC's)
         "train_split": "train",
         "val_split": "val",
+        "calib_split": "val",       # where `sparse-lc calibrate` fits temperatures and picks thresholds
         "voc_aug": False,           # VOC: train on SegmentationClassAug (10,582 images)
         "voc_aug_list": "ImageSets/Segmentation/train_aug.txt",
         "num_workers": 2,
-        "synthetic": {"num_train": 1000, "num_val": 100, "size": [128, 128], "seed": 0,
+        "synthetic": {"num_train": 1000, "num_val": 100, "num_calib": 100, "size": [128, 128], "seed": 0,
                       "num_objects": [2, 5], "radius_range": [0.14, 0.30]},
     },
     "train": {
@@ -63,7 +64,7 @@ DEFAULTS: Dict[str, Any] = {
         "seed": 0,
     },
     "eval": {
-        "rhos": None,               # default: [model.rho, 1.0]
+        "rhos": None,               # default: [model.rho, 1.0]; an entry may be a pair [rho_1, rho_2]
     },
     "work_dir": "work_dirs/default",
 }

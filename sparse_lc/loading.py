@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
@@ -12,20 +13,29 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from .config import config_from_dict, load_config
 from .data.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES, voc_palette
 from .data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
+from .operating_point import apply_operating_point, find_operating_point
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 BUNDLED_CHECKPOINT = os.path.join(ASSETS, "lc_synthetic_small.pth")
 SAMPLES_DIR = os.path.join(ASSETS, "samples")
 
 
+class CalibrationWarning(UserWarning):
+    """A calibration file beside a checkpoint that does not fit it (and so is not applied)."""
+
+
 def load_model(config: Optional[str] = None, checkpoint: Optional[str] = None,
-               overrides: Iterable[str] = ()) -> Tuple[LayerCascade, Dict[str, Any]]:
+               overrides: Iterable[str] = (), calibrated: bool = True) -> Tuple[LayerCascade, Dict[str, Any]]:
     """The model and its config.
 
     * neither: the bundled default (a small cascade trained on the synthetic dataset);
     * a checkpoint only: its weights, and the config stored in it by ``sparse-lc train``;
     * a config only: that model, untrained (enough to profile MACs);
     * both: the config's model with the checkpoint's weights.
+
+    With ``calibrated``, the operating point that ``sparse-lc calibrate`` saved beside the
+    checkpoint (temperatures and thresholds) is applied and kept in ``model.operating_point``;
+    one that does not fit the weights or the model is skipped with a :class:`CalibrationWarning`.
     """
     if config is None and checkpoint is None:
         checkpoint = BUNDLED_CHECKPOINT
@@ -40,7 +50,20 @@ def load_model(config: Optional[str] = None, checkpoint: Optional[str] = None,
     model = build_model(cfg["model"])
     if checkpoint is not None:
         load_model_weights(model, checkpoint)
+        if calibrated:
+            _apply_calibration(model, checkpoint)
     return model.eval(), cfg
+
+
+def _apply_calibration(model: LayerCascade, checkpoint: str) -> None:
+    try:
+        point = find_operating_point(model, checkpoint)
+    except CheckpointError as e:
+        warnings.warn(f"{e}; not applied", CalibrationWarning, stacklevel=3)
+        return
+    if point is not None:
+        apply_operating_point(model, point)
+        model.operating_point = point
 
 
 def class_names_and_palette(cfg: Dict[str, Any]) -> Tuple[Tuple[str, ...], np.ndarray]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from .engine import BenchReport, EvalResult, ProfileReport, SegmentRecord
+from .cascade import format_rho
+from .engine import BenchReport, CalibrationReport, EvalResult, ProfileReport, SegmentRecord
 
 
 def _pct(value: Optional[float]) -> str:
@@ -12,13 +13,40 @@ def _pct(value: Optional[float]) -> str:
 
 
 def eval_table(results: List[EvalResult]) -> str:
-    lines = [f"{'rho':>6} {'mIoU':>6} {'pixAcc':>6} | {'share s1':>8} {'s2':>5} {'s3':>5} | {'acc s1':>6} "
-             f"{'s2':>5} {'s3':>5} | {'bnd s2-3':>8} | {'GMACs':>7} {'dense':>7} {'ratio':>6}"]
+    """One row per rho; ECE (%) per stage is with the model's temperatures, and is followed by
+    the uncalibrated ECE when the model is calibrated."""
+    calibrated = any(t != 1.0 for t in results[0].temperatures)
+    ece_head = "ECE s1/s2/s3" + (" (uncalibrated)" if calibrated else "")
+    lines = [f"{'rho':>10} {'mIoU':>6} {'pixAcc':>6} | {'share s1':>8} {'s2':>5} {'s3':>5} | {'acc s1':>6} "
+             f"{'s2':>5} {'s3':>5} | {'bnd s2-3':>8} | {'GMACs':>7} {'dense':>7} {'ratio':>6} | {ece_head}"]
     for r in results:
-        lines.append(f"{r.rho:>6g} {_pct(r.miou):>6} {_pct(r.pixel_acc):>6} | {_pct(r.stage_share[0]):>8} "
+        ece = "/".join(_pct(e).strip() for e in r.ece)
+        if calibrated:
+            ece += " (" + "/".join(_pct(e).strip() for e in r.ece_uncalibrated) + ")"
+        lines.append(f"{format_rho(r.rho):>10} {_pct(r.miou):>6} {_pct(r.pixel_acc):>6} | {_pct(r.stage_share[0]):>8} "
                      f"{_pct(r.stage_share[1])} {_pct(r.stage_share[2])} | {_pct(r.stage_accuracy[0]):>6} "
                      f"{_pct(r.stage_accuracy[1])} {_pct(r.stage_accuracy[2])} | {_pct(r.boundary_share):>8} | "
-                     f"{r.macs_cascade / 1e9:7.3f} {r.macs_dense / 1e9:7.3f} {r.macs_dense / r.macs_cascade:5.2f}x")
+                     f"{r.macs_cascade / 1e9:7.3f} {r.macs_dense / 1e9:7.3f} {r.macs_dense / r.macs_cascade:5.2f}x | {ece}")
+    return "\n".join(lines)
+
+
+def calibration_table(report: CalibrationReport) -> str:
+    """Temperatures and ECE per stage, the reference, the chosen pair and single-rho alternatives."""
+    point = report.operating_point
+    lines = [f"calibration on {point.num_images} images of the {point.split} split (halo {point.halo})",
+             f"{'stage':<6} {'T':>7} {'ECE before':>11} {'after':>7}"]
+    for k, (t, before, after) in enumerate(zip(point.temperatures, point.ece_before, point.ece_after), start=1):
+        lines.append(f"{k:<6} {t:7.3f} {_pct(before):>10}% {_pct(after):>6}%")
+    lines.append(f"reference: {100 * point.reference_miou:.1f} mIoU ({point.reference})")
+    lines.append(f"{'':<24} {'rho':>12} {'mIoU':>6} {'MACs':>7} | {'share s1':>8} {'s2':>5} {'s3':>5}")
+    single = sorted((p for p in report.points if p.rho[0] == p.rho[1]), key=lambda p: p.rho[0])
+    rows = [(f"chosen ({point.criterion})", report.chosen)]
+    rows += [("one rho for both", p) for p in single if p.rho[0] in (0.9, 0.95, 0.985, 0.99, 0.995)]
+    for name, p in rows:
+        lines.append(f"{name:<24} {format_rho(p.rho):>12} {_pct(p.miou):>6} {_pct(p.macs_ratio):>6}% | "
+                     f"{_pct(p.stage_share[0]):>8} {_pct(p.stage_share[1])} {_pct(p.stage_share[2])}")
+    lines.append(f"MACs: % of the dense run ({report.chosen.macs_dense / 1e9:.3f} GMACs per image); "
+                 f"{len(report.points)} pairs explored, {len(report.front)} on the Pareto front")
     return "\n".join(lines)
 
 
@@ -46,7 +74,7 @@ def profile_table(report: ProfileReport, layers: bool) -> str:
     rows += [(s.name, s.dense_macs, s.sparse_macs, s.active_fraction) for s in report.stages]
     rows.append(("total", report.dense_macs, report.sparse_macs, None))
     width = max(len(r[0]) for r in rows)
-    lines = [f"rho = {report.rho:g}, mean over {report.num_images} image(s)",
+    lines = [f"rho = {format_rho(report.rho)}, mean over {report.num_images} image(s)",
              f"{'layer / stage':<{width}} {'dense MMACs':>12} {'cascade MMACs':>14} {'active':>7} {'ratio':>7}"]
     for name, dense, sparse, active in rows:
         ratio = f"{dense / sparse:6.1f}x" if sparse else "skipped"

@@ -28,7 +28,7 @@ def test_version(capsys):
 def test_every_option_has_help_with_its_default():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert set(subparsers.choices) == {"demo", "segment", "profile", "bench", "train", "eval", "check-data"}
+    assert set(subparsers.choices) == {"demo", "segment", "profile", "bench", "train", "eval", "calibrate", "check-data"}
     for name, sub in subparsers.choices.items():
         text = sub.format_help()
         for action in sub._actions:

@@ -14,34 +14,37 @@ from .voc import VOCDataset
 DATA_TYPES = ("voc", "cityscapes", "folder", "synthetic")
 
 
-def _split_name(cfg: Dict[str, Any], train: bool) -> str:
-    return cfg["data"]["train_split"] if train else cfg["data"]["val_split"]
+def _split_name(cfg: Dict[str, Any], train: bool, split: Optional[str] = None) -> str:
+    return split or (cfg["data"]["train_split"] if train else cfg["data"]["val_split"])
 
 
 def build_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object] = None,
-                  require_files: bool = True) -> SegDataset:
+                  require_files: bool = True, split: Optional[str] = None) -> SegDataset:
     """The training (``train=True``) or validation dataset of ``cfg``, with its transform.
 
     Training samples get ``TrainTransform`` (scale, crop, flip, normalise); validation samples
     only ``EvalTransform`` (normalise, whole image). ``transform`` overrides the choice.
-    With ``require_files`` a missing image or label file is an error here, before any work.
+    ``split`` names another split to read (e.g. ``data.calib_split``); default: the config's
+    train or val split. With ``require_files`` a missing image or label file is an error here,
+    before any work.
     """
-    dataset = _make_dataset(cfg, train, transform)
+    dataset = _make_dataset(cfg, train, transform, _split_name(cfg, train, split))
     dataset.num_classes = cfg["model"]["num_classes"]
     if require_files:
         dataset.require_files()
     if len(dataset) == 0:
-        raise DataError(f"{data_location(cfg, train)}: the {_split_name(cfg, train)} split has no images")
+        raise DataError(f"{data_location(cfg, train, split)}: the {_split_name(cfg, train, split)} split has no images")
     return dataset
 
 
-def data_location(cfg: Dict[str, Any], train: bool) -> str:
+def data_location(cfg: Dict[str, Any], train: bool, split: Optional[str] = None) -> str:
     """Where a split lives, for messages."""
     data = cfg["data"]
-    return "data.synthetic" if data["type"] == "synthetic" else f"{data['root']} ({_split_name(cfg, train)})"
+    return ("data.synthetic" if data["type"] == "synthetic"
+            else f"{data['root']} ({_split_name(cfg, train, split)})")
 
 
-def _make_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object]) -> SegDataset:
+def _make_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object], split: str) -> SegDataset:
     data, model = cfg["data"], cfg["model"]
     if transform is None:
         if train:
@@ -50,10 +53,11 @@ def _make_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object])
                                        model["pixel_std"], flip=t["flip"])
         else:
             transform = EvalTransform(model["pixel_mean"], model["pixel_std"])
-    split, seed, kind = _split_name(cfg, train), cfg["train"]["seed"], data["type"]
+    seed, kind = cfg["train"]["seed"], data["type"]
     if kind == "synthetic":
         syn = data["synthetic"]
-        return SyntheticShapes(split, syn["num_train"] if train else syn["num_val"], tuple(syn["size"]),
+        count = {"train": syn["num_train"], "calib": syn["num_calib"]}.get(split, syn["num_val"])
+        return SyntheticShapes(split, count, tuple(syn["size"]),
                                transform, seed=seed, num_objects=tuple(syn["num_objects"]),
                                radius_range=tuple(syn["radius_range"]), scene_seed=syn["seed"])
     _require_root(data)

@@ -29,7 +29,7 @@ from .base import SegDataset
 SYNTHETIC_CLASSES = ("background", "disk", "square", "triangle", "stripes", "red blob")
 SYNTHETIC_PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
                               [0, 130, 200], [245, 130, 48]], np.uint8)
-_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "calib": 3}
 _CLASS_WEIGHTS = np.array([0.0, 0.22, 0.22, 0.22, 0.17, 0.17])  # how often each object class is drawn
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..cascade import LayerCascade
+from ..cascade import LayerCascade, Rho, format_rho
 from ..timing import SectionTimer
 from .masks import nested_masks
 from .profile import profile_macs
@@ -104,7 +104,7 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> int:
 
 
 @torch.no_grad()
-def bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[float] = None,
+def bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[Rho] = None,
           hard_shares: Optional[Tuple[float, float]] = None, batch: int = 1, warmup: int = 2,
           reps: int = 7, seed: int = 0) -> BenchReport:
     """Time ``model`` (put it in eval mode; fuse it first for inference speed) on a random
@@ -114,7 +114,7 @@ def bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[float] = Non
     param = next(model.parameters())
     images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed)).to(param.device, param.dtype)
     kwargs: Dict[str, object] = {"rho": rho}
-    setting = f"rho={rho if rho is not None else model.rho:g}"
+    setting = f"rho={format_rho(rho if rho is not None else model.rho)}"
     if hard_shares is not None:
         grid = (batch, -(-size[0] // 8), -(-size[1] // 8))
         masks = nested_masks(grid, hard_shares, "clustered", seed)

@@ -12,6 +12,9 @@ For each rho, over a dataset (whole images, batch 1, any size):
   ``boundary_share_by_stage`` gives it per stage.
 * ``macs_cascade``: mean MACs per image of the cascade as run (sparse); ``macs_dense``: of the
   same model run dense (every stage and head on every pixel).
+* ``ece``: each stage's expected calibration error (15 bins) on the pixels it classified, with
+  the model's temperatures; ``ece_uncalibrated``: the same at T = 1; ``reliability``: the bins
+  of both (pixels, mean confidence, accuracy) for reliability diagrams.
 
 Under torchrun each process evaluates every world_size-th image and the counts are summed.
 """
@@ -26,8 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cascade import LayerCascade
+from ..cascade import CascadeResult, LayerCascade, Rho, canonical_rho
 from ..data import IGNORE_INDEX, SegDataset
+from .calibration import ECE_BINS, Reliability, add_reliability
 from .dist import DistInfo, all_reduce_sum
 from .macs import DenseMacs, count_macs
 
@@ -36,7 +40,7 @@ BOUNDARY_RADIUS = 3
 
 @dataclass
 class EvalResult:
-    rho: float
+    rho: Rho                    # one threshold, or [rho_1, rho_2]
     miou: float
     per_class_iou: List[Optional[float]]
     pixel_acc: float
@@ -48,6 +52,10 @@ class EvalResult:
     macs_cascade: float
     macs_dense: float
     num_images: int
+    temperatures: List[float]
+    ece: List[Optional[float]]
+    ece_uncalibrated: List[Optional[float]]
+    reliability: Dict[str, List[List[List[float]]]]  # "calibrated" / "uncalibrated": [stage][bin] = [n, conf, acc]
 
     def to_json(self) -> Dict:
         return asdict(self)
@@ -84,62 +92,82 @@ def metrics_from_confusion(conf: torch.Tensor) -> Dict:
             "mean_acc": sum(defined_acc) / len(defined_acc) if defined_acc else math.nan}
 
 
-class _Counts:
+class EvalCounts:
     """Everything summed over images for one rho, in one tensor (one all-reduce)."""
 
-    def __init__(self, num_classes: int):
+    _STAGE_STATS = 4 * 3                   # per stage: pixels, labelled, correct, near boundary
+    _RELIABILITY = 2 * 3 * ECE_BINS * 3    # (uncalibrated, calibrated) x stage x bin x 3
+
+    def __init__(self, num_classes: int, temperatures: Sequence[float]):
         self.k = num_classes
-        # confusion K*K | per stage: pixels, labelled, correct, near boundary | macs cascade, dense, images
-        self.data = torch.zeros(num_classes ** 2 + 12 + 3, dtype=torch.float64)
+        self.temperatures = tuple(temperatures)
+        # confusion K*K | stage stats | reliability | macs cascade, dense, images
+        self.data = torch.zeros(num_classes ** 2 + self._STAGE_STATS + self._RELIABILITY + 3, dtype=torch.float64)
 
-    def add(self, conf, pixels, labelled, correct, boundary, macs_cascade, macs_dense):
+    def _reliability(self) -> List[List[Reliability]]:
+        """Views into ``data``: [uncalibrated, calibrated][stage]."""
+        start = self.k ** 2 + self._STAGE_STATS
+        block = self.data[start:start + self._RELIABILITY].view(2, 3, ECE_BINS, 3)
+        return [[Reliability(ECE_BINS, block[c, s]) for s in range(3)] for c in range(2)]
+
+    def add(self, result: CascadeResult, label: torch.Tensor, boundary: torch.Tensor,
+            macs_cascade: int, macs_dense: int) -> None:
+        """Add one image: ``result`` of a batch of 1, ``label`` and ``boundary`` ``[H, W]``."""
+        pred = result.labels[0]
+        stage_map = result.stage_map_at(tuple(label.shape))[0]
+        stages = [stage_map == s for s in (1, 2, 3)]
+        labelled = label != IGNORE_INDEX
         k2 = self.k ** 2
-        self.data[:k2] += conf.flatten().double()
-        for i, values in enumerate((pixels, labelled, correct, boundary)):
-            self.data[k2 + 3 * i: k2 + 3 * i + 3] += torch.as_tensor(values, dtype=torch.float64)
-        self.data[k2 + 12:] += torch.tensor([macs_cascade, macs_dense, 1.0], dtype=torch.float64)
+        self.data[:k2] += confusion_matrix(pred, label, self.k).flatten().double()
+        stats = [[int(s.sum()) for s in stages],
+                 [int((s & labelled).sum()) for s in stages],
+                 [int((s & labelled & (pred == label)).sum()) for s in stages],
+                 [int((s & boundary).sum()) for s in stages]]
+        self.data[k2:k2 + self._STAGE_STATS] += torch.tensor(stats, dtype=torch.float64).flatten()
+        uncalibrated, calibrated = self._reliability()
+        add_reliability(result, label[None], (1.0, 1.0, 1.0), uncalibrated)
+        add_reliability(result, label[None], self.temperatures, calibrated)
+        self.data[-3:] += torch.tensor([macs_cascade, macs_dense, 1.0], dtype=torch.float64)
 
-    def result(self, rho: float) -> EvalResult:
+    def result(self, rho: Rho) -> EvalResult:
         k2 = self.k ** 2
         conf = self.data[:k2].reshape(self.k, self.k)
-        pixels, labelled, correct, boundary = (self.data[k2 + 3 * i: k2 + 3 * i + 3].tolist() for i in range(4))
-        macs_cascade, macs_dense, images = self.data[k2 + 12:].tolist()
+        pixels, labelled, correct, boundary = self.data[k2:k2 + self._STAGE_STATS].view(4, 3).tolist()
+        macs_cascade, macs_dense, images = self.data[-3:].tolist()
+        uncalibrated, calibrated = self._reliability()
         total = sum(pixels)
         return EvalResult(
-            rho=rho, **metrics_from_confusion(conf),
+            rho=list(rho) if isinstance(rho, tuple) else rho, **metrics_from_confusion(conf),
             stage_share=[p / total for p in pixels],
             stage_accuracy=[_ratio(c, n) for c, n in zip(correct, labelled)],
             boundary_share=_ratio(boundary[1] + boundary[2], pixels[1] + pixels[2]),
             boundary_share_by_stage=[_ratio(b, p) for b, p in zip(boundary, pixels)],
-            macs_cascade=macs_cascade / images, macs_dense=macs_dense / images, num_images=int(images))
+            macs_cascade=macs_cascade / images, macs_dense=macs_dense / images, num_images=int(images),
+            temperatures=list(self.temperatures),
+            ece=[r.ece() for r in calibrated], ece_uncalibrated=[r.ece() for r in uncalibrated],
+            reliability={"uncalibrated": [r.data.tolist() for r in uncalibrated],
+                         "calibrated": [r.data.tolist() for r in calibrated]})
 
 
 @torch.no_grad()
-def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[float],
+def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[Rho],
              info: DistInfo = DistInfo(), progress: bool = True) -> List[EvalResult]:
-    """Evaluate ``model`` at every rho in ``rhos`` (one trained model, no retraining)."""
+    """Evaluate ``model`` at every rho in ``rhos`` (one trained model, no retraining); each
+    rho is one threshold or a pair (:data:`~sparse_lc.cascade.Rho`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     dense_macs = DenseMacs(model)
-    counts = {rho: _Counts(model.num_classes) for rho in rhos}
+    rhos = [canonical_rho(rho) for rho in rhos]
+    counts = {rho: EvalCounts(model.num_classes, model.temperatures) for rho in rhos}
     indices = range(info.rank, len(dataset), info.world_size)
     for index in tqdm(indices, desc="eval", unit="img", disable=not (progress and info.is_main)):
         image, label = dataset[index]
         image, label = image[None].to(device), label.to(device)
         boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
-        labelled = label != IGNORE_INDEX
         for rho in rhos:
             result, macs = count_macs(model, image, rho=rho)
-            pred = result.labels[0]
-            stage_map = result.stage_map_at(tuple(label.shape))[0]
-            stages = [stage_map == s for s in (1, 2, 3)]
-            counts[rho].add(confusion_matrix(pred, label, model.num_classes),
-                            pixels=[int(s.sum()) for s in stages],
-                            labelled=[int((s & labelled).sum()) for s in stages],
-                            correct=[int((s & labelled & (pred == label)).sum()) for s in stages],
-                            boundary=[int((s & boundary).sum()) for s in stages],
-                            macs_cascade=macs.total(), macs_dense=dense_macs(*label.shape))
+            counts[rho].add(result, label, boundary, macs.total(), dense_macs(*label.shape))
     model.train(was_training)
     for c in counts.values():
         c.data = all_reduce_sum(c.data.to(device), info).cpu()

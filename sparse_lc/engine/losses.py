@@ -28,10 +28,9 @@ def cascade_loss(result: CascadeResult, labels: torch.Tensor,
     Returns the total and the three per-stage losses (detached; 0 for a stage with no pixel).
     """
     grid = labels_on_grid(labels)
-    decides = (torch.ones_like(result.hard_masks[0]), result.hard_masks[0], result.hard_masks[1])
     total = result.stage_logits[0].new_zeros(())
     per_stage = []
-    for logits, mask, weight in zip(result.stage_logits, decides, weights):
+    for logits, mask, weight in zip(result.stage_logits, result.received_masks, weights):
         target = torch.where(mask, grid, torch.full_like(grid, IGNORE_INDEX))
         count = int((target != IGNORE_INDEX).sum())
         if count == 0 or weight == 0:

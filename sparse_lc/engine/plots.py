@@ -1,16 +1,24 @@
-"""Pictures and files of results: the accuracy-compute trade-off of a rho sweep."""
+"""Pictures and files of results: rho sweeps, reliability diagrams, the thresholds' Pareto front."""
 from __future__ import annotations
 
 import json
 import os
-from typing import List, Sequence
+from dataclasses import asdict
+from typing import List, Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ..cascade import format_rho, rho_pair  # noqa: E402
+from .calibration import Reliability  # noqa: E402
+from .calibrate import CalibrationReport  # noqa: E402
 from .evaluation import EvalResult  # noqa: E402
+from .thresholds import ThresholdPoint  # noqa: E402
 
 STAGE_COLOURS = ("#4c72b0", "#dd8452", "#c44e52")
 
@@ -18,13 +26,13 @@ STAGE_COLOURS = ("#4c72b0", "#dd8452", "#c44e52")
 def plot_rho_sweep(results: Sequence[EvalResult], path: str, title: str = "") -> None:
     """Left: mIoU against GMACs per image, one point per rho, the dense model's MACs dashed.
     Right: the share of pixels each stage decided, per rho. Saved as a PNG at ``path``."""
-    results = sorted(results, key=lambda r: r.rho)
+    results = sorted(results, key=lambda r: rho_pair(r.rho))
     fig, (ax_curve, ax_share) = plt.subplots(1, 2, figsize=(11, 4.2))
     gmacs = [r.macs_cascade / 1e9 for r in results]
     miou = [100 * r.miou for r in results]
     ax_curve.plot(gmacs, miou, "o-", color="#333333")
     for i, (r, x, y) in enumerate(zip(results, gmacs, miou)):  # alternate sides: close points stay legible
-        ax_curve.annotate(f"rho={r.rho:g}", (x, y), textcoords="offset points", fontsize=8,
+        ax_curve.annotate(f"rho={format_rho(r.rho)}", (x, y), textcoords="offset points", fontsize=8,
                           xytext=(6, -12 + 14 * (i % 2)), ha="left")
     ax_curve.axvline(results[0].macs_dense / 1e9, ls="--", color="grey", label="dense model")
     ax_curve.set_xlabel("GMACs per image")
@@ -33,7 +41,7 @@ def plot_rho_sweep(results: Sequence[EvalResult], path: str, title: str = "") ->
     ax_curve.legend(loc="lower right")
     ax_curve.grid(alpha=0.3)
 
-    labels = [f"{r.rho:g}" for r in results]
+    labels = [format_rho(r.rho) for r in results]
     bottom = [0.0] * len(results)
     for stage in range(3):
         share = [100 * r.stage_share[stage] for r in results]
@@ -50,9 +58,83 @@ def plot_rho_sweep(results: Sequence[EvalResult], path: str, title: str = "") ->
     plt.close(fig)
 
 
+def plot_reliability(before: Reliability, after: Reliability, path: str, title: str = "",
+                     temperature: Optional[float] = None) -> None:
+    """A reliability diagram: accuracy against confidence per bin, uncalibrated and calibrated,
+    the diagonal of perfect calibration, ECEs in the legend; below, pixels per bin."""
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 5.6), sharex=True,
+                                       gridspec_kw={"height_ratios": [3, 1]})
+    edges = np.linspace(0, 1, before.bins + 1)
+    centres, width = (edges[:-1] + edges[1:]) / 2, 1.0 / before.bins
+    after_label = "calibrated" + (f" (T = {temperature:.3g})" if temperature is not None else "")
+    for reliability, label, colour, shift in ((before, "uncalibrated", "#c44e52", -0.22),
+                                              (after, after_label, "#4c72b0", 0.22)):
+        count, confidence, accuracy = reliability.curve()
+        ece = reliability.ece()
+        name = f"{label}, ECE {100 * ece:.2f}%" if ece is not None else label
+        ax.bar(centres + shift * width, np.nan_to_num(accuracy), width * 0.42, color=colour, label=name)
+        ax_count.bar(centres + shift * width, count, width * 0.42, color=colour)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or "reliability")
+    ax_count.set_yscale("log")
+    ax_count.set_xlabel("confidence (top softmax score)")
+    ax_count.set_ylabel("pixels")
+    ax_count.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_reliability_diagrams(result: EvalResult, folder: str, prefix: str = "reliability") -> List[str]:
+    """``{prefix}_s{k}.png`` for each stage of ``result``; returns the paths written."""
+    paths = []
+    for k in range(3):
+        before, after = (Reliability(data=torch.tensor(result.reliability[c][k], dtype=torch.float64))
+                         for c in ("uncalibrated", "calibrated"))
+        if before.ece() is None:
+            continue
+        paths.append(os.path.join(folder, f"{prefix}_s{k + 1}.png"))
+        plot_reliability(before, after, paths[-1], f"stage {k + 1} at rho {format_rho(result.rho)}",
+                         result.temperatures[k])
+    return paths
+
+
+def plot_pareto(points: Sequence[ThresholdPoint], front: Sequence[ThresholdPoint], chosen: ThresholdPoint,
+                reference_miou: float, criterion: str, path: str, title: str = "") -> None:
+    """mIoU against MACs (share of the dense run) of every explored (rho_1, rho_2), the Pareto
+    front, the single-rho points (rho_1 = rho_2) for comparison, and the chosen pair."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.scatter([100 * p.macs_ratio for p in points], [100 * p.miou for p in points], s=10,
+               color="#bbbbbb", label="explored (rho_1, rho_2)")
+    ax.plot([100 * p.macs_ratio for p in front], [100 * p.miou for p in front], "-o", ms=3,
+            color="#4c72b0", label="Pareto front")
+    single = sorted((p for p in points if p.rho[0] == p.rho[1]), key=lambda p: p.rho[0])
+    ax.plot([100 * p.macs_ratio for p in single], [100 * p.miou for p in single], "s", ms=4,
+            color="#dd8452", label="one rho for both stages")
+    ax.axhline(100 * reference_miou, ls=":", color="grey", label=f"reference {100 * reference_miou:.1f}")
+    if criterion.startswith("max_drop="):
+        floor = 100 * reference_miou - float(criterion.split("=")[1])
+        ax.axhline(floor, ls="--", color="#c44e52", label=f"floor {floor:.1f}")
+    else:
+        ax.axvline(100 * float(criterion.split("=")[1]), ls="--", color="#c44e52", label="budget")
+    ax.plot([100 * chosen.macs_ratio], [100 * chosen.miou], "*", ms=16, color="#c44e52",
+            label=f"chosen rho {format_rho(chosen.rho)}")
+    ax.set_xlabel("MACs, % of the dense run")
+    ax.set_ylabel("mIoU (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or f"thresholds: {criterion}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = "") -> List[str]:
-    """Write ``eval.json`` (one object per rho) and, for several rho, ``rho_sweep.png`` into
-    ``folder``; returns the paths written."""
+    """Write ``eval.json`` (one object per rho), for several rho ``rho_sweep.png``, and the
+    reliability diagrams of each stage at the first rho into ``folder``; returns the paths."""
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, "eval.json")]
     with open(paths[0], "w", encoding="utf-8") as f:
@@ -60,4 +142,24 @@ def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = ""
     if len(results) > 1:
         paths.append(os.path.join(folder, "rho_sweep.png"))
         plot_rho_sweep(results, paths[1], title)
+    return paths + save_reliability_diagrams(results[0], folder)
+
+
+def save_calibration_report(report: CalibrationReport, folder: str, title: str = "") -> List[str]:
+    """Write ``thresholds.json`` (every explored pair, the front, the choice), ``pareto.png`` and
+    ``reliability_s{k}.png`` (calibration pixels, before and after) into ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    point = report.operating_point
+    paths = [os.path.join(folder, name) for name in ("thresholds.json", "pareto.png")]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        json.dump({"operating_point": asdict(point), "chosen": report.chosen.to_json(),
+                   "front": [p.to_json() for p in report.front],
+                   "points": [p.to_json() for p in report.points]}, f, indent=1)
+    plot_pareto(report.points, report.front, report.chosen, point.reference_miou, point.criterion,
+                paths[1], f"{title}: {point.criterion}" if title else "")
+    for k, (before, after) in enumerate(zip(report.reliability_before, report.reliability_after)):
+        if before.ece() is not None:
+            paths.append(os.path.join(folder, f"reliability_s{k + 1}.png"))
+            plot_reliability(before, after, paths[-1], f"stage {k + 1}, {point.split} split",
+                             point.temperatures[k])
     return paths

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from ..cascade import LayerCascade
+from ..cascade import LayerCascade, Rho
 from .macs import count_macs
 
 STAGES = ("stage1", "stage2", "stage3")
@@ -40,7 +40,7 @@ class StageProfile:
 
 @dataclass
 class ProfileReport:
-    rho: float
+    rho: Rho
     num_images: int
     dense_macs: float
     sparse_macs: float
@@ -63,7 +63,7 @@ def layer_stages(model: LayerCascade) -> Dict[str, str]:
 
 
 @torch.no_grad()
-def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optional[float] = None,
+def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optional[Rho] = None,
                  **forward_kwargs) -> ProfileReport:
     """Profile ``model`` on each ``[B, 3, H, W]`` (or ``[3, H, W]``) normalised image batch at
     ``rho`` (``None``: the model's); ``forward_kwargs`` (e.g. ``hard_masks``) go to the cascade

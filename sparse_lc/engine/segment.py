@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cascade import LayerCascade
+from ..cascade import LayerCascade, Rho
 from ..data import DataError, read_photo, write_label
 from ..inference import prepare_images
 from ..visualize import draw_stage_map, overlay
@@ -84,7 +84,7 @@ def output_stems(files: Sequence[str], out_dir: str) -> Dict[str, str]:
     return stems
 
 
-def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[float], max_side: int,
+def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], max_side: int,
                   dense_macs: DenseMacs, warmed: Optional[Set[Tuple[int, int]]]
                   ) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...], float, int, int]:
     """BGR uint8 ``[H, W, 3]`` -> (labels ``[H, W]``, stage map ``[H, W]``, shares, seconds,
@@ -113,7 +113,7 @@ def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[float], 
     return labels, stages, result.stage_shares, seconds, macs.total(), dense_macs(*small.shape[:2])
 
 
-def segment_file(model: LayerCascade, path: str, stem: str, palette: np.ndarray, rho: Optional[float],
+def segment_file(model: LayerCascade, path: str, stem: str, palette: np.ndarray, rho: Optional[Rho],
                  max_side: int, dense_macs: DenseMacs, protected: Set[str],
                  warmed: Optional[Set[Tuple[int, int]]]) -> SegmentRecord:
     """Segment one file and write its three pictures; any problem becomes a failed record
@@ -143,7 +143,7 @@ def _real(path: str) -> str:
 
 
 def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, palette: np.ndarray,
-                  rho: Optional[float] = None, max_side: int = 1024, progress: bool = True,
+                  rho: Optional[Rho] = None, max_side: int = 1024, progress: bool = True,
                   warmup: bool = True) -> List[SegmentRecord]:
     """Segment every image of ``inputs`` (files or folders) into ``out_dir``. One record per
     input, failures included (paths that do not exist first): the batch never stops for one

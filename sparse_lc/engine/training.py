@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ..builder import build_model
-from ..cascade import LayerCascade
+from ..cascade import LayerCascade, Rho, rho_pair
 from ..checkpoint import load_model_weights, save_checkpoint
 from ..config import dump_config
 from ..data import build_dataset
@@ -49,7 +49,7 @@ class Phase:
     name: str
     start: int                                # first iteration (0-based)
     end: int                                  # one past the last
-    rho: float
+    rho: Rho
     stages: Tuple[int, ...]                   # stages whose parameters train
     loss_weights: Tuple[float, float, float]
 
@@ -265,12 +265,12 @@ def _step(net, optimizer, scheduler, images, labels, phase: Phase, execution: st
     return float(loss.detach()), stage_losses, result.stage_shares, time.perf_counter() - tic
 
 
-def _execution(setting: str, rho: float) -> str:
+def _execution(setting: str, rho: Rho) -> str:
     """``auto``: dense while every pixel goes through every stage (rho = 1: the same result,
     less overhead), sparse otherwise."""
     if setting != "auto":
         return setting
-    return "dense" if rho >= 1.0 else "sparse"
+    return "dense" if min(rho_pair(rho)) >= 1.0 else "sparse"
 
 
 def _train_record(done: int, phase: Phase, optimizer, window) -> Dict[str, Any]:
