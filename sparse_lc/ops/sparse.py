@@ -4,7 +4,8 @@ The hard pixels of a stage become one feature row each (``[N, C]``), with their 
 ``indices`` (``[N, 3]`` int32: batch, y, x; batch in column 0, as spconv wants). A 3x3 (or any
 odd) conv runs as an spconv ``SubMConv2d``: outputs only at the active pixels, reading only
 active neighbours. All convs of one kernel size and dilation in a stage share one rulebook
-through spconv's ``indice_key`` (``"{stage}/k{kh}x{kw}d{dh}x{dw}"``), built by the first of them.
+through spconv's ``indice_key`` (``"{stage}/k{kh}x{kw}d{dh}x{dw}"``), built by the first of them:
+all tensors on one active set share one rulebook dict, whatever branch of a block they are in.
 1x1 convs, batch norm, ReLU, (scaled) residual adds and channel concatenation act on the rows
 directly; the submanifold max pool gathers the rows of active neighbours in pure torch.
 """
@@ -140,14 +141,8 @@ class SparseFeatures:
             height, width = self.tensor.spatial_shape
             macs.record(module, kind, work, self.num_active, self.tensor.batch_size * height * width)
 
-    def _with_rows(self, rows: torch.Tensor, merged: Sequence["SparseFeatures"] = ()) -> "SparseFeatures":
-        """The same active set with new rows. The rulebooks built on the ``merged`` tensors (the
-        other inputs of an add or cat, e.g. branches that ran other kernels) are kept too, so no
-        later conv of the stage rebuilds them (spconv gives each conv output a copy of the dict)."""
-        tensor = self.tensor.replace_feature(rows)
-        if merged:
-            tensor.indice_dict = {k: v for f in (self, *merged) for k, v in f.tensor.indice_dict.items()}
-        return SparseFeatures(tensor, self.prefix)
+    def _with_rows(self, rows: torch.Tensor) -> "SparseFeatures":
+        return SparseFeatures(self.tensor.replace_feature(rows), self.prefix)
 
     # --------------------------------------------------------------------------- block ops
     def conv(self, conv: nn.Conv2d) -> "SparseFeatures":
@@ -166,6 +161,10 @@ class SparseFeatures:
         weight = _krsc_weight(conv.weight, self.rows.dtype)
         with section("spconv"):  # benchmarks split a stage's time into spconv's and ours
             out = executor._conv_forward(torch.is_grad_enabled(), self.tensor, weight, None)
+        # spconv gives its output a copy of the rulebook dict; keep the one dict of this active
+        # set instead, so that a rulebook built in one branch of a block serves all the others
+        self.tensor.indice_dict[key] = out.indice_dict[key]
+        out.indice_dict = self.tensor.indice_dict
         result = SparseFeatures(out, self.prefix)
         if macs.counting():
             self._record(conv, "conv", _pairs(out.indice_dict[key]) * conv.in_channels * conv.out_channels)
@@ -182,11 +181,11 @@ class SparseFeatures:
 
     def add(self, other: "SparseFeatures", alpha: float = 1.0) -> "SparseFeatures":
         self._check_same_active_set("add", [other])
-        return self._with_rows(torch.add(self.rows, other.rows, alpha=alpha), [other])
+        return self._with_rows(torch.add(self.rows, other.rows, alpha=alpha))
 
     def cat(self, others: Sequence["SparseFeatures"]) -> "SparseFeatures":
         self._check_same_active_set("cat", others)
-        return self._with_rows(torch.cat([self.rows, *(o.rows for o in others)], dim=1), others)
+        return self._with_rows(torch.cat([self.rows, *(o.rows for o in others)], dim=1))
 
     def max_pool(self, kernel_size: int, dilation: int = 1) -> "SparseFeatures":
         """Max over the active pixels of each window (see :class:`~sparse_lc.ops.Features`).
