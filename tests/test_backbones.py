@@ -77,6 +77,14 @@ def test_pretrained_errors_name_the_file(tmp_path):
         build_model(load_config(overrides=[f"model.pretrained={wrong}"])["model"])
 
 
+def test_backbone_without_pretrained_weights_says_so(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save(reference_resnet("resnet18").state_dict(), path)
+    cfg = load_config(overrides=["model.backbone=tiny", f"model.pretrained={path}"])
+    with pytest.raises(CheckpointError, match="weights.pth: backbone TinyOS8 takes no pretrained weights"):
+        build_model(cfg["model"])
+
+
 def test_pickled_code_is_refused(tmp_path):
     """weights_only=True: a file that would run code on load is rejected, not executed."""
     path = tmp_path / "evil.pth"
