@@ -28,7 +28,7 @@ from torch import nn
 
 from .backbones import CascadeBackbone
 from .inference import prepare_images
-from .layers import SegHead, fuse_conv_bn
+from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures
 from .timing import section
 
@@ -179,9 +179,7 @@ class LayerCascade(nn.Module):
         if halo < 0:
             raise ValueError(f"halo must be >= 0, got {halo}")
         self.backbone = backbone
-        self.heads = nn.ModuleList(
-            SegHead(c, head_channels, num_classes, dilation=d)
-            for c, d in zip(backbone.stage_channels, backbone.stage_dilations))
+        self.heads = nn.ModuleList(backbone.make_head(s, head_channels, num_classes) for s in (1, 2, 3))
         self.num_classes = num_classes
         self.rho = canonical_rho(rho)
         self.halo = halo

@@ -25,6 +25,11 @@ def randomize(model: torch.nn.Module, seed: int, logit_scale: float = 30.0) -> t
     return model
 
 
+# Inception-ResNet-v2 with every width / 16 and 1 / 2 / 2 blocks: the real topology (all block
+# types, both reductions, the no-ReLU block8), fast enough for the equivalence tests.
+IRNV2_SMALL = dict(backbone="inception_resnet_v2", width=1 / 16, depths=(1, 2, 2))
+
+
 def make_cascade(backbone: str = "tiny", dilations=(2, 4), seed: int = 0, halo: int = 0,
                  num_classes: int = 5, head_channels: int = 16, **backbone_args) -> LayerCascade:
     torch.manual_seed(seed)

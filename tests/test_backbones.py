@@ -1,6 +1,8 @@
 """Backbone registry and torchvision weight compatibility (no downloads: weights made here)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -26,7 +28,8 @@ def _stride_one_layer34(ref: torch.nn.Module) -> None:
 
 
 def test_registry_lists_and_rejects():
-    assert {"tiny", "resnet18", "resnet34", "resnet50"} <= set(list_backbones())
+    assert {"tiny", "resnet18", "resnet34", "resnet50", "inception_resnet_v2",
+            "inception_resnet_v2_full"} <= set(list_backbones())
     with pytest.raises(ValueError, match="resnet18"):
         build_backbone("resnet81")
 
@@ -74,6 +77,14 @@ def test_pretrained_errors_name_the_file(tmp_path):
         build_model(load_config(overrides=[f"model.pretrained={wrong}"])["model"])
 
 
+def test_backbone_without_pretrained_weights_says_so(tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save(reference_resnet("resnet18").state_dict(), path)
+    cfg = load_config(overrides=["model.backbone=tiny", f"model.pretrained={path}"])
+    with pytest.raises(CheckpointError, match="weights.pth: backbone TinyOS8 takes no pretrained weights"):
+        build_model(cfg["model"])
+
+
 def test_pickled_code_is_refused(tmp_path):
     """weights_only=True: a file that would run code on load is rejected, not executed."""
     path = tmp_path / "evil.pth"
@@ -109,9 +120,101 @@ def test_real_torchvision_weights_load():
         torch.testing.assert_close(backbone.stage1(x), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tiny", "resnet18"])
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2"])
 def test_stage_modules_partition_the_parameters(name):
-    from conftest import make_cascade
-    model = make_cascade(name)
+    from conftest import IRNV2_SMALL, make_cascade
+    model = make_cascade(**(IRNV2_SMALL if name == "inception_resnet_v2" else dict(backbone=name)))
     owned = [id(p) for stage in (1, 2, 3) for m in model.stage_modules(stage) for p in m.parameters()]
     assert len(owned) == len(set(owned)) == len(list(model.parameters()))
+
+
+# ----------------------------------------------------------------------- Inception-ResNet-v2
+TIMM_PARAMS = 55_843_464            # timm's inception_resnet_v2 (ImageNet classifier included)
+TIMM_CLASSIFIER = 1536 * 1000 + 1000
+
+
+def _irnv2(name: str = "inception_resnet_v2", seed: int = 0, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return randomize(build_backbone(name, **kwargs), seed).eval()
+
+
+def _timm_style_state_dict(seed: int, **kwargs):
+    """A timm-layout state_dict (10 / 20 / 10 blocks and the ImageNet classifier ``classif``)."""
+    full = _irnv2("inception_resnet_v2_full", seed, **kwargs).state_dict()
+    full["classif.weight"] = torch.randn(1000, full["conv2d_7b.conv.weight"].shape[0])
+    full["classif.bias"] = torch.zeros(1000)
+    return full
+
+
+def test_irnv2_parameter_counts():
+    """The 10/20/10 network without its classifier has exactly timm's weights; 5/10/5 (the paper's)."""
+    full = build_backbone("inception_resnet_v2_full")
+    assert sum(p.numel() for p in full.parameters()) == TIMM_PARAMS - TIMM_CLASSIFIER == 54_306_464
+    paper = build_backbone("inception_resnet_v2")
+    assert sum(p.numel() for p in paper.parameters()) == 32_245_664
+    assert paper.stage_channels == (1088, 2080, 1536) and paper.stage_dilations == (1, 2, 4)
+
+
+def test_irnv2_output_stride_8():
+    backbone = _irnv2(width=1 / 16)
+    with torch.no_grad():
+        assert backbone.stage1(torch.randn(1, 3, 512, 512)).shape[2:] == (64, 64)
+        assert backbone.stage1(torch.randn(1, 3, 72, 40)).shape[2:] == (9, 5)
+
+
+def test_irnv2_loads_the_first_blocks_of_a_deeper_state_dict():
+    state = _timm_style_state_dict(seed=1, width=1 / 16)
+    backbone = _irnv2(width=1 / 16, depths=(5, 10, 5), seed=2)
+    dropped = backbone.load_pretrained({f"module.{k}": v for k, v in state.items()})
+    expected = ({f"repeat.{i}." for i in range(5, 10)} | {f"repeat_1.{i}." for i in range(10, 20)}
+                | {f"repeat_2.{i}." for i in range(4, 9)} | {"classif."})
+    assert {k[:k.index(".", k.index(".") + 1) + 1] if k.startswith("repeat") else "classif." for k in dropped} == expected
+    own = backbone.state_dict()
+    assert set(own) | set(dropped) == set(state)
+    for key in own:  # every kept weight where timm has it: repeat_2.3 is timm's repeat_2.3, block8 is block8
+        torch.testing.assert_close(own[key], state[key], atol=0, rtol=0, msg=key)
+
+
+def test_irnv2_wrong_weights_are_clear_errors(tmp_path):
+    """A renamed key, a file of another width, too shallow a file: one line naming file and keys."""
+    state = _timm_style_state_dict(seed=3, width=1 / 16)
+    renamed = dict(state)
+    renamed["mixed_6a.branch9.conv.weight"] = renamed.pop("mixed_6a.branch0.conv.weight")
+    shallow = {k: v for k, v in state.items() if not k.startswith("repeat_1.9.")}
+    overrides = ["model.backbone=inception_resnet_v2", "model.backbone_args={width: 0.0625}"]
+    for name, bad, match in [("renamed.pth", renamed, r"missing \['mixed_6a.branch0.conv.weight'\], "
+                                                      r"unexpected \['mixed_6a.branch9.conv.weight'\]"),
+                             ("shallow.pth", shallow, r"missing \['repeat_1.9.branch0.bn.bias'"),
+                             ("resnet.pth", reference_resnet("resnet18").state_dict(), "missing")]:
+        torch.save(bad, tmp_path / name)
+        cfg = load_config(overrides=[*overrides, f"model.pretrained={tmp_path / name}"])
+        with pytest.raises(CheckpointError, match=f"{name}: not a matching timm inception_resnet_v2 "
+                                                  f"state_dict \\(.*{match}"):
+            build_model(cfg["model"])
+    other_width = tmp_path / "width8.pth"
+    torch.save(_timm_style_state_dict(seed=3, width=1 / 8), other_width)
+    cfg = load_config(overrides=[*overrides, f"model.pretrained={other_width}"])
+    with pytest.raises(CheckpointError, match=r"width8.pth: .*wrong shape \['block8.branch0.bn.bias'"):
+        build_model(cfg["model"])
+
+
+def test_irnv2_pretrained_file_in_config(tmp_path):
+    state = _timm_style_state_dict(seed=4, width=1 / 16)
+    path = tmp_path / "inception_resnet_v2.pth"
+    torch.save(state, path)
+    cfg = load_config("configs/lc_irnv2_voc12.yaml",
+                      ["model.backbone_args={width: 0.0625, depths: [5, 10, 5]}", f"model.pretrained={path}"])
+    model = build_model(cfg["model"])
+    torch.testing.assert_close(model.backbone.block8.conv2d.weight, state["block8.conv2d.weight"])
+    assert model.num_classes == 21 and model.rho == 0.985
+
+
+@pytest.mark.parametrize("aspp_rates", [None, [6, 12, 18, 24]])
+def test_irnv2_heads(aspp_rates):
+    model = build_model(load_config(overrides=[
+        "model.backbone=inception_resnet_v2", f"model.backbone_args={{width: 0.0625, aspp_rates: {json.dumps(aspp_rates)}}}"
+    ])["model"])
+    head3 = model.heads[2]
+    dilations = [m.dilation[0] for m in head3.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert dilations == (aspp_rates or [4])
+    assert [h.conv.dilation[0] for h in model.heads[:2]] == [1, 2]

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import make_cascade, random_images
+from conftest import IRNV2_SMALL, make_cascade, random_images
 from sparse_lc.cli import main
 from sparse_lc.engine import bench
 from sparse_lc.engine.masks import nested_masks
@@ -38,8 +38,10 @@ def test_clustered_masks_are_clustered():
     assert neighbours(clustered) > 2 * neighbours(scattered)
 
 
-def test_fused_model_keeps_both_paths_equal():
-    model = make_cascade("resnet18", num_classes=7).eval()
+@pytest.mark.parametrize("backbone", [dict(backbone="resnet18"), dict(IRNV2_SMALL, aspp_rates=(1, 2))],
+                         ids=["resnet18", "irnv2_aspp"])
+def test_fused_model_keeps_both_paths_equal(backbone):
+    model = make_cascade(**backbone, num_classes=7).eval()
     fused = model.fused()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched

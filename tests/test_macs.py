@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import make_cascade, random_images
+from conftest import IRNV2_SMALL, make_cascade, random_images
 from sparse_lc.ops import MacCounter
+
+BACKBONES = {"tiny": dict(backbone="tiny"), "resnet18": dict(backbone="resnet18"), "irnv2": IRNV2_SMALL}
 
 
 def count(model, images, **kwargs):
@@ -15,17 +17,18 @@ def count(model, images, **kwargs):
     return macs, flops.get_total_flops() // 2, result
 
 
-@pytest.mark.parametrize("backbone", ["tiny", "resnet18"])
+@pytest.mark.parametrize("backbone", ["tiny", "resnet18", "irnv2"])
 def test_dense_run_macs_equal_flop_counter(backbone):
-    model = make_cascade(backbone, num_classes=7).eval()
+    model = make_cascade(**BACKBONES[backbone], num_classes=7).eval()
     macs, flop_macs, _ = count(model, random_images(batch=2, height=48, width=64), rho=1.0, execution="dense")
     assert macs.total("conv") == flop_macs
 
 
-@pytest.mark.parametrize("rho", [0.9, 0.99])
-def test_sparse_run_macs_equal_flop_counter(rho):
-    """spconv's CPU path does its GEMMs with torch.mm, which the flop counter sees."""
-    model = make_cascade("resnet18", num_classes=7).eval()
+@pytest.mark.parametrize("backbone, rho", [("resnet18", 0.9), ("resnet18", 0.99), ("irnv2", 0.99)])
+def test_sparse_run_macs_equal_flop_counter(backbone, rho):
+    """spconv's CPU path does its GEMMs with torch.mm, which the flop counter sees (1x7 and 7x1
+    rulebooks included; pools do no MACs and are counted by neither)."""
+    model = make_cascade(**BACKBONES[backbone], num_classes=7).eval()
     macs, flop_macs, result = count(model, random_images(batch=2, height=64, width=64), rho=rho)
     assert 0 < result.stage_shares[0] < 1
     assert macs.total("conv") == flop_macs

@@ -6,15 +6,14 @@ layer4 use dilation instead of stride (default 2 and 4). Module names are torchv
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import List, Mapping, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..checkpoint import state_dict_mismatch
 from ..layers import BasicBlock, Bottleneck, init_weights, make_layer, run_blocks
 from ..ops import DenseFeatures, Features
-from .base import CascadeBackbone
+from .base import CascadeBackbone, load_matching
 from .registry import register_backbone
 
 
@@ -34,6 +33,10 @@ class ResNetOS8(CascadeBackbone):
         self.stage_channels = (128 * e, 256 * e, 512 * e)
         self.stage_dilations = (1, dilations[0], dilations[1])
         init_weights(self)
+
+    def load_pretrained(self, state_dict: Mapping[str, torch.Tensor]) -> List[str]:
+        """A torchvision ResNet state_dict (see :func:`load_torchvision_resnet`)."""
+        return load_torchvision_resnet(self, state_dict)
 
     def stage_modules(self):
         return [self.conv1, self.bn1, self.layer1, self.layer2], [self.layer3], [self.layer4]
@@ -56,19 +59,7 @@ def load_torchvision_resnet(backbone: ResNetOS8, state_dict: Mapping[str, torch.
     A ``module.`` prefix (DataParallel checkpoints) is removed. Raises ValueError naming the
     missing or mismatched keys; returns the names of the dropped classifier keys.
     """
-    cleaned: Dict[str, torch.Tensor] = {}
-    dropped = []
-    for key, value in state_dict.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        if key.startswith("fc."):
-            dropped.append(key)
-        else:
-            cleaned[key] = value
-    mismatch = state_dict_mismatch(backbone.state_dict(), cleaned)
-    if mismatch:
-        raise ValueError(f"not a matching torchvision ResNet state_dict ({mismatch})")
-    backbone.load_state_dict(cleaned)
-    return dropped
+    return load_matching(backbone, state_dict, lambda key: key.startswith("fc."), "torchvision ResNet")
 
 
 @register_backbone("resnet18")

@@ -1,7 +1,7 @@
 """Blocks and heads, each defined once and runnable on any feature container."""
 from .blocks import BasicBlock, Bottleneck, conv1x1, conv3x3, init_weights, make_layer, projection, run_blocks
 from .fuse import fuse_conv_bn
-from .heads import SegHead
+from .heads import ASPPHead, SegHead
 
-__all__ = ["BasicBlock", "Bottleneck", "SegHead", "conv1x1", "conv3x3", "fuse_conv_bn", "init_weights",
+__all__ = ["ASPPHead", "BasicBlock", "Bottleneck", "SegHead", "conv1x1", "conv3x3", "fuse_conv_bn", "init_weights",
            "make_layer", "projection", "run_blocks"]

@@ -1,5 +1,7 @@
-"""The per-stage pixel classifier: two conv layers, as in the paper."""
+"""The per-stage pixel classifier: two conv layers, as in the paper (optionally an ASPP of them)."""
 from __future__ import annotations
+
+from typing import Sequence
 
 from torch import nn
 
@@ -24,3 +26,26 @@ class SegHead(nn.Module):
 
     def forward(self, x: Features) -> Features:
         return x.conv(self.conv).norm(self.bn).relu().conv(self.classifier)
+
+
+class ASPPHead(nn.Module):
+    """DeepLab-v2 atrous spatial pyramid pooling as a pixel classifier: one :class:`SegHead` per
+    rate (3x3 conv dilated by the rate + BN + ReLU, then a 1x1 classifier), logits summed.
+    ``[B, in, H, W] -> [B, num_classes, H, W]``.
+
+    No image-level pooling branch (DeepLab-v3's): a global average is not submanifold. On a
+    sparse stage each rate builds its own rulebook.
+    """
+
+    def __init__(self, in_channels: int, head_channels: int, num_classes: int,
+                 rates: Sequence[int] = (6, 12, 18, 24)):
+        super().__init__()
+        if not rates:
+            raise ValueError("ASPPHead needs at least one rate")
+        self.branches = nn.ModuleList(SegHead(in_channels, head_channels, num_classes, dilation=r) for r in rates)
+
+    def forward(self, x: Features) -> Features:
+        logits = self.branches[0](x)
+        for branch in self.branches[1:]:
+            logits = logits.add(branch(x))
+        return logits

@@ -1,8 +1,8 @@
 """Feature containers: a dense map (optionally masked) and spconv sparse rows, same interface."""
 from .dense import DenseFeatures
 from .macs import MacCounter, MacRecord
-from .features import Features, batch_norm_rows, check_submanifold_conv, run_sequential
+from .features import Features, batch_norm_rows, check_submanifold_conv, concat, run_sequential
 from .sparse import SparseFeatures, pair_counts, rulebook_key, spconv_algo
 
 __all__ = ["DenseFeatures", "Features", "MacCounter", "MacRecord", "SparseFeatures", "batch_norm_rows",
-           "check_submanifold_conv", "pair_counts", "rulebook_key", "run_sequential", "spconv_algo"]
+           "check_submanifold_conv", "concat", "pair_counts", "rulebook_key", "run_sequential", "spconv_algo"]

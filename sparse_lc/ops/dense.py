@@ -1,13 +1,14 @@
 """Dense feature maps, optionally restricted to an active set (the dense reference path)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import macs
-from .features import batch_norm_rows, check_submanifold_conv, uses_batch_statistics
+from .features import batch_norm_rows, check_max_pool, check_submanifold_conv, uses_batch_statistics
 
 
 class DenseFeatures:
@@ -36,6 +37,11 @@ class DenseFeatures:
         out.data = data if self.mask is None else data * self._float_mask(self.mask, data.dtype)
         out.mask = self.mask
         return out
+
+    def _same_mask(self, other: "DenseFeatures") -> bool:
+        if other.mask is self.mask:  # the branches of one block share their input's mask object
+            return True
+        return other.mask is not None and self.mask is not None and torch.equal(other.mask, self.mask)
 
     def _unmasked(self, data: torch.Tensor) -> "DenseFeatures":
         """Wrap ``data`` that is already zero outside the mask."""
@@ -83,8 +89,26 @@ class DenseFeatures:
     def relu(self) -> "DenseFeatures":
         return self._unmasked(torch.relu(self.data))
 
-    def add(self, other: "DenseFeatures") -> "DenseFeatures":
-        return self._unmasked(self.data + other.data)
+    def add(self, other: "DenseFeatures", alpha: float = 1.0) -> "DenseFeatures":
+        return self._unmasked(torch.add(self.data, other.data, alpha=alpha))
+
+    def cat(self, others: Sequence["DenseFeatures"]) -> "DenseFeatures":
+        for other in others:
+            if other.data.shape[2:] != self.data.shape[2:] or not self._same_mask(other):
+                raise ValueError("cat: the feature maps have different sizes or active sets")
+        return self._unmasked(torch.cat([self.data, *(o.data for o in others)], dim=1))
+
+    def max_pool(self, kernel_size: int, dilation: int = 1) -> "DenseFeatures":
+        """Stride-1 'same' max pool; with a mask, inactive pixels are -inf to the window (so the
+        maximum is over active pixels only) and the output is zero outside the mask."""
+        padding = check_max_pool(kernel_size, dilation)
+        active = None if self.mask is None else self.mask[:, None]  # [B, 1, H, W]
+        data = self.data if active is None else self.data.masked_fill(~active, float("-inf"))
+        # pad explicitly: max_pool2d's own padding may not exceed half the (undilated) window
+        data = F.pad(data, (padding,) * 4, value=float("-inf"))
+        pooled = F.max_pool2d(data, kernel_size, stride=1, dilation=dilation)
+        # where(), not a product: a window without any active pixel holds -inf, and -inf * 0 = nan
+        return self._unmasked(pooled if active is None else torch.where(active, pooled, 0.0))
 
     def restrict(self, mask: torch.Tensor, prefix: str = "") -> "DenseFeatures":
         """The same map restricted to ``mask [B, H, W]`` (a subset of the current active set;

@@ -1,8 +1,8 @@
 """The feature-container interface that lets one block definition run on two representations.
 
 A block (see :mod:`sparse_lc.layers`) never touches a tensor directly. It calls
-``x.conv(module)``, ``x.norm(module)``, ``x.relu()`` and ``x.add(other)`` on a container, and the
-container decides how to run that step:
+``x.conv(module)``, ``x.norm(module)``, ``x.relu()``, ``x.add(other, alpha)``, ``x.cat(others)`` and
+``x.max_pool(k, dilation)`` on a container, and the container decides how to run that step:
 
 * :class:`~sparse_lc.ops.dense.DenseFeatures` holds a ``[B, C, H, W]`` map and, optionally, an
   active mask. Without a mask it is an ordinary dense network (stage 1). With a mask it is the
@@ -15,7 +15,7 @@ layout ``[out, in, kh, kw]``), so a torchvision state_dict loads straight into t
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,18 @@ class Features(Protocol):
 
     def relu(self) -> "Features": ...
 
-    def add(self, other: "Features") -> "Features": ...
+    def add(self, other: "Features", alpha: float = 1.0) -> "Features":
+        """``self + alpha * other`` (as ``torch.add``), both on the same active set."""
+
+    def cat(self, others: Sequence["Features"]) -> "Features":
+        """Channel concatenation ``[B, C0, H, W] + [B, Ci, H, W]... -> [B, C0 + sum Ci, H, W]``
+        of containers on the same active set (the branches of an Inception block)."""
+
+    def max_pool(self, kernel_size: int, dilation: int = 1) -> "Features":
+        """Submanifold max pool ``[B, C, H, W] -> [B, C, H, W]``: stride 1, a ``kernel_size``
+        (odd) window dilated by ``dilation``, the maximum over the *active* pixels of the window
+        only (the centre always is one). Ties go to the first active pixel in raster order, as in
+        ``F.max_pool2d``, so gradients agree too. Pools do no multiply-accumulates: none counted."""
 
     def restrict(self, mask: torch.Tensor, prefix: str) -> "Features": ...
 
@@ -87,3 +98,16 @@ def check_submanifold_conv(conv: nn.Conv2d) -> None:
             f"padding (dilation * (k - 1) / 2); got stride={conv.stride}, groups={conv.groups}, "
             f"kernel={conv.kernel_size}, padding={conv.padding}, padding_mode={conv.padding_mode!r}, "
             f"dilation={conv.dilation}")
+
+
+def concat(parts: Sequence[Features]) -> Features:
+    """Channel concatenation of containers on one active set, in order (``torch.cat(..., 1)``)."""
+    return parts[0].cat(parts[1:])
+
+
+def check_max_pool(kernel_size: int, dilation: int) -> int:
+    """The 'same' padding of an odd stride-1 pool window; ValueError for an even window."""
+    if kernel_size % 2 != 1 or dilation < 1:
+        raise ValueError(f"a pool on an active set needs an odd window and dilation >= 1, "
+                         f"got kernel_size={kernel_size}, dilation={dilation}")
+    return dilation * (kernel_size - 1) // 2

@@ -4,15 +4,17 @@ The hard pixels of a stage become one feature row each (``[N, C]``), with their 
 ``indices`` (``[N, 3]`` int32: batch, y, x; batch in column 0, as spconv wants). A 3x3 (or any
 odd) conv runs as an spconv ``SubMConv2d``: outputs only at the active pixels, reading only
 active neighbours. All convs of one kernel size and dilation in a stage share one rulebook
-through spconv's ``indice_key`` (``"{stage}/k{k}d{d}"``), built by the first of them.
-1x1 convs, batch norm, ReLU and residual adds act on the rows directly.
+through spconv's ``indice_key`` (``"{stage}/k{kh}x{kw}d{dh}x{dw}"``), built by the first of them:
+all tensors on one active set share one rulebook dict, whatever branch of a block they are in.
+1x1 convs, batch norm, ReLU, (scaled) residual adds and channel concatenation act on the rows
+directly; the submanifold max pool gathers the rows of active neighbours in pure torch.
 """
 from __future__ import annotations
 
 import logging
 import warnings
 from functools import lru_cache
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +27,7 @@ with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cu
 
 from . import macs
 from ..timing import section
-from .features import batch_norm_rows, check_submanifold_conv
+from .features import batch_norm_rows, check_max_pool, check_submanifold_conv
 
 # spconv asks torch.fx whether it is tracing on every conv; torch logs a deprecation note for that.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
@@ -159,6 +161,10 @@ class SparseFeatures:
         weight = _krsc_weight(conv.weight, self.rows.dtype)
         with section("spconv"):  # benchmarks split a stage's time into spconv's and ours
             out = executor._conv_forward(torch.is_grad_enabled(), self.tensor, weight, None)
+        # spconv gives its output a copy of the rulebook dict; keep the one dict of this active
+        # set instead, so that a rulebook built in one branch of a block serves all the others
+        self.tensor.indice_dict[key] = out.indice_dict[key]
+        out.indice_dict = self.tensor.indice_dict
         result = SparseFeatures(out, self.prefix)
         if macs.counting():
             self._record(conv, "conv", _pairs(out.indice_dict[key]) * conv.in_channels * conv.out_channels)
@@ -173,10 +179,46 @@ class SparseFeatures:
     def relu(self) -> "SparseFeatures":
         return self._with_rows(torch.relu(self.rows))
 
-    def add(self, other: "SparseFeatures") -> "SparseFeatures":
-        if other.num_active != self.num_active:
-            raise ValueError("add: the two sparse tensors have different active sets")
-        return self._with_rows(self.rows + other.rows)
+    def add(self, other: "SparseFeatures", alpha: float = 1.0) -> "SparseFeatures":
+        self._check_same_active_set("add", [other])
+        return self._with_rows(torch.add(self.rows, other.rows, alpha=alpha))
+
+    def cat(self, others: Sequence["SparseFeatures"]) -> "SparseFeatures":
+        self._check_same_active_set("cat", others)
+        return self._with_rows(torch.cat([self.rows, *(o.rows for o in others)], dim=1))
+
+    def max_pool(self, kernel_size: int, dilation: int = 1) -> "SparseFeatures":
+        """Max over the active pixels of each window (see :class:`~sparse_lc.ops.Features`).
+
+        The window's neighbours are looked up in a ``[B, H + 2p, W + 2p]`` map of row numbers
+        (-1: inactive); the winning row of each channel is chosen without gradient, scanning the
+        offsets in raster order with a strict ``>`` (``F.max_pool2d``'s tie rule), then gathered
+        with gradient. Memory ``O(N * C)``, whatever the window.
+        """
+        padding = check_max_pool(kernel_size, dilation)
+        t, rows = self.tensor, self.rows
+        idx = t.indices.long()
+        height, width = t.spatial_shape
+        lookup = idx.new_full((t.batch_size, height + 2 * padding, width + 2 * padding), -1)
+        lookup[idx[:, 0], idx[:, 1] + padding, idx[:, 2] + padding] = torch.arange(len(idx), device=idx.device)
+        with torch.no_grad():
+            # an inactive neighbour (-1) reads the last row, all -inf
+            padded = torch.cat([rows, rows.new_full((1, rows.shape[1]), float("-inf"))])
+            best, winner = padded.new_full(rows.shape, float("-inf")), idx.new_zeros(rows.shape)
+            for dy in range(0, 2 * padding + 1, dilation):
+                for dx in range(0, 2 * padding + 1, dilation):
+                    neighbour = lookup[idx[:, 0], idx[:, 1] + dy, idx[:, 2] + dx]  # [N]
+                    values = padded[neighbour]  # [N, C]
+                    better = values > best
+                    best = torch.where(better, values, best)
+                    winner = torch.where(better, neighbour[:, None], winner)
+        return self._with_rows(rows.gather(0, winner))
+
+    def _check_same_active_set(self, op: str, others: Sequence["SparseFeatures"]) -> None:
+        t = self.tensor
+        for other in others:
+            if other.tensor.indices is not t.indices and not torch.equal(other.tensor.indices, t.indices):
+                raise ValueError(f"{op}: the sparse tensors have different active sets")
 
 
 def _pairs(rulebook) -> int:
