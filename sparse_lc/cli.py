@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", help="checkpoint (.pth) written by sparse-lc train")
     _add_overrides(ev)
     ev.add_argument("--rho", type=parse_rho, nargs="+", default=None,
-                    help=f"thresholds, each {RHO_HELP} (default: eval.rhos of the config, else the model's "
-                         "rho (calibrated if calibrated) and 1)")
+                    help=f"thresholds, each {RHO_HELP} (default: the calibrated rho if the checkpoint is calibrated, "
+                         "then eval.rhos of the config, else the model's rho and 1)")
     _add_no_calibration(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON list instead of the table")
     ev.add_argument("--out", default=None, help="folder for eval.json and rho_sweep.png (default: the checkpoint's)")
@@ -310,7 +310,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     info = init_distributed(args.device)
     model, cfg = _load_model(args)
     model.to(info.device)
-    rhos = args.rho or cfg["eval"]["rhos"] or [model.rho, 1.0]
+    rhos = args.rho or cfg["eval"]["rhos"] or [1.0]
+    if not args.rho and (model.operating_point is not None or not cfg["eval"]["rhos"]):
+        rhos = [model.rho] + [r for r in rhos if r != model.rho]  # the model's own threshold first
     results = evaluate(model, build_dataset(cfg, train=False), rhos, info, progress=not args.no_progress)
     if not info.is_main:
         return 0

@@ -2,7 +2,8 @@
 
 ``sparse-lc calibrate CONFIG CKPT`` fits the temperatures and picks ``(rho_1, rho_2)`` on
 held-out data, then writes them to ``CKPT_STEM.calibration.json`` next to the checkpoint
-(the checkpoint itself is never rewritten). Whatever loads the checkpoint through
+(``CKPT_STEM.halo2.calibration.json`` for a model run with halo 2: each halo has its own
+thresholds); the checkpoint itself is never rewritten. Whatever loads the checkpoint through
 :func:`sparse_lc.load_model` (segment, eval, profile, bench) applies it, unless told not to.
 The file records the SHA-256 of the checkpoint and the halo it was chosen for; a file that
 does not match the weights or the model being loaded is ignored with a warning, never applied.
@@ -45,15 +46,16 @@ class OperatingPoint:
                 f"{100 * self.macs_ratio:.0f}% of the dense MACs)")
 
 
-def operating_point_path(checkpoint: str) -> str:
-    """``work/final.pth`` -> ``work/final.calibration.json``."""
-    return os.path.splitext(checkpoint)[0] + ".calibration.json"
+def operating_point_path(checkpoint: str, halo: int = 0) -> str:
+    """``work/final.pth`` -> ``work/final.calibration.json`` (``work/final.halo2.calibration.json``
+    for halo 2)."""
+    return os.path.splitext(checkpoint)[0] + (f".halo{halo}" if halo else "") + ".calibration.json"
 
 
 def save_operating_point(point: OperatingPoint, checkpoint: str) -> str:
     """Write ``point`` beside ``checkpoint`` (atomically), tied to its bytes; returns the path."""
     point.checkpoint_sha256 = file_sha256(checkpoint)
-    path = operating_point_path(checkpoint)
+    path = operating_point_path(checkpoint, point.halo)
     text = json.dumps(asdict(point), indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return path
@@ -79,9 +81,9 @@ def apply_operating_point(model: LayerCascade, point: OperatingPoint) -> None:
 
 
 def find_operating_point(model: LayerCascade, checkpoint: str) -> Optional[OperatingPoint]:
-    """The calibration beside ``checkpoint`` if there is one that fits these weights and this
-    model, else None; a file that does not fit raises CheckpointError saying why."""
-    path = operating_point_path(checkpoint)
+    """The calibration beside ``checkpoint`` for this model's halo if there is one and it fits
+    these weights, else None; a file that does not fit raises CheckpointError saying why."""
+    path = operating_point_path(checkpoint, model.halo)
     if not os.path.isfile(path):
         return None
     point = read_operating_point(path)

@@ -183,7 +183,13 @@ def test_operating_point_round_trip_and_load_model_applies_it(tmp_path):
 
 def test_a_calibration_that_does_not_fit_is_not_applied(tmp_path):
     _, ckpt = _checkpoint(tmp_path)
-    save_operating_point(_point_for(halo=2), ckpt)
+    halo2 = save_operating_point(_point_for(halo=2), ckpt)  # each halo has its own file
+    assert halo2 == str(tmp_path / "final.halo2.calibration.json")
+    model, _ = load_model(checkpoint=ckpt)
+    assert model.operating_point is None and model.temperatures == (1.0, 1.0, 1.0)
+    model, _ = load_model(checkpoint=ckpt, overrides=["model.halo=2"])
+    assert model.operating_point.halo == 2 and model.rho == (0.9, 0.99)
+    os.replace(halo2, operating_point_path(ckpt))  # a file renamed by hand is still checked
     with pytest.warns(CalibrationWarning, match="chosen for halo 2, the model has halo 0"):
         model, _ = load_model(checkpoint=ckpt)
     assert model.temperatures == (1.0, 1.0, 1.0)
