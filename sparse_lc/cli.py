@@ -50,6 +50,12 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set model.rho=0.9 (repeatable)")
 
 
+def _add_config_and_checkpoint(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    parser.add_argument("config", help="YAML config file")
+    parser.add_argument("checkpoint", help=checkpoint_help)
+    _add_overrides(parser)
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="YAML config (default: the checkpoint's own, or the bundled model's)")
@@ -162,9 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = _parser(sub, "eval", "evaluate a checkpoint at one or more rho",
                  "mIoU, per-class IoU, accuracy, per-stage statistics and MACs on the validation split of "
                  "CONFIG, for each rho (one trained model). Writes eval.json and rho_sweep.png.")
-    ev.add_argument("config", help="YAML config file")
-    ev.add_argument("checkpoint", help="checkpoint (.pth) written by sparse-lc train")
-    _add_overrides(ev)
+    _add_config_and_checkpoint(ev, "checkpoint (.pth) written by sparse-lc train")
     ev.add_argument("--rho", type=parse_rho, nargs="+", default=None,
                     help=f"thresholds, each {RHO_HELP} (default: the calibrated rho if the checkpoint is calibrated, "
                          "then eval.rhos of the config, else the model's rho and 1)")
@@ -182,9 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "choice beside the checkpoint (CKPT_STEM.calibration.json), where segment, eval, profile "
                   "and bench pick it up, plus the explored points, their Pareto front and reliability "
                   "diagrams to --out.")
-    cal.add_argument("config", help="YAML config file")
-    cal.add_argument("checkpoint", help="checkpoint (.pth) to calibrate")
-    _add_overrides(cal)
+    _add_config_and_checkpoint(cal, "checkpoint (.pth) to calibrate")
     goal = cal.add_mutually_exclusive_group()
     goal.add_argument("--max-drop", type=float, default=None,
                       help="mIoU points the cascade may lose against the reference (default 1.0)")
