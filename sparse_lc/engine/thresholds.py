@@ -121,8 +121,8 @@ def choose_thresholds(points: Sequence[ThresholdPoint], reference_miou: float,
         ok = [p for p in points if p.miou >= floor]
         if not ok:
             best = max(points, key=lambda p: p.miou)
-            raise ValueError(f"no thresholds on the grid keep mIoU within {max_drop:g} points of "
-                             f"{100 * reference_miou:.1f}; the best is {100 * best.miou:.1f} at rho {best.rho}")
+            raise ValueError(f"no thresholds on the grid keep mIoU above {100 * floor:.1f} (the reference "
+                             f"{100 * reference_miou:.1f} minus {max_drop:g}); the best is {100 * best.miou:.1f} at rho {best.rho}")
         return min(ok, key=lambda p: (p.macs, -p.miou))
     ok = [p for p in points if p.macs_ratio <= budget]
     if not ok:
