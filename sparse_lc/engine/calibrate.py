@@ -62,7 +62,7 @@ def calibrate(model: LayerCascade, dataset: SegDataset, max_drop: Optional[float
         dense = next(p for p in points if p.rho == (1.0, 1.0))
         best = max(points, key=lambda p: p.miou)
         reference_miou = max(dense.miou, best.miou)
-        reference = (f"this model's dense run (rho = 1)" if dense.miou >= best.miou else
+        reference = ("this model's dense run (rho = 1)" if dense.miou >= best.miou else
                      f"this model's best pair {list(best.rho)} (its dense run: {100 * dense.miou:.1f})")
     chosen = choose_thresholds(points, reference_miou, max_drop, budget)
     model.rho = canonical_rho(chosen.rho)
