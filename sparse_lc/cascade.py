@@ -100,7 +100,10 @@ def top_confidence(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tens
 
 def rho_pair(rho: Rho) -> Tuple[float, float]:
     """``(rho_1, rho_2)`` from one threshold or two; raises ValueError outside [0, 1]."""
-    values = (rho, rho) if isinstance(rho, (int, float)) else tuple(rho)
+    try:
+        values = tuple(rho)
+    except TypeError:  # a number of any kind: float, numpy scalar, 0-d tensor
+        values = (rho, rho)
     if len(values) != 2:
         raise ValueError(f"rho must be one number or two (stage 1 -> 2, stage 2 -> 3), got {list(values)}")
     for value in values:

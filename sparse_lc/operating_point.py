@@ -69,7 +69,9 @@ def read_operating_point(path: str) -> OperatingPoint:
         known = {f.name for f in fields(OperatingPoint)}
         point = OperatingPoint(**{k: v for k, v in data.items() if k in known})
         canonical_rho(point.rho)
-    except (OSError, ValueError, TypeError) as e:
+        if len(point.temperatures) != 3 or not all(float(t) > 0 for t in point.temperatures):
+            raise ValueError(f"temperatures must be three positive numbers, got {point.temperatures}")
+    except (OSError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a calibration file ({e})") from None
     return point
 

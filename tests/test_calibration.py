@@ -1,9 +1,11 @@
 """Calibrated early decisions: temperatures, ECE, per-stage thresholds, their search and storage."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from sparse_lc.cascade import canonical_rho, format_rho, rho_pair, top_confidenc
 from sparse_lc.checkpoint import save_checkpoint
 from sparse_lc.data import EvalTransform, SyntheticShapes
 from sparse_lc.engine import calibrate, evaluate
-from sparse_lc.engine.calibration import Reliability, fit_temperature, reliability_of
+from sparse_lc.engine.calibration import T_MAX, T_MIN, Reliability, fit_temperature, reliability_of
 from sparse_lc.engine.thresholds import ThresholdPoint, choose_thresholds, explore_thresholds, pareto_front
 from sparse_lc.loading import CalibrationWarning
 from sparse_lc.operating_point import (OperatingPoint, apply_operating_point, operating_point_path,
@@ -24,6 +26,7 @@ from test_equivalence import assert_same_result, run_both
 # ----------------------------------------------------------------------------- thresholds
 def test_rho_pair_forms():
     assert rho_pair(0.9) == (0.9, 0.9) and rho_pair([0.8, 0.99]) == (0.8, 0.99)
+    assert rho_pair(np.float32(0.5)) == (0.5, 0.5) and rho_pair(torch.tensor(0.5)) == (0.5, 0.5)
     assert canonical_rho([0.9, 0.9]) == 0.9 and canonical_rho((0.8, 0.99)) == (0.8, 0.99)
     assert format_rho(0.985) == "0.985" and format_rho((0.9, 0.99)) == "0.9/0.99"
     for bad in (1.5, (0.9,), (0.9, 0.9, 0.9), (0.5, -0.1)):
@@ -91,6 +94,9 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     assert fitted == pytest.approx(2.5, rel=0.05)
     assert reliability_of(logits, labels, fitted).ece() < 0.5 * reliability_of(logits, labels).ece()
     assert fit_temperature(torch.zeros(0, 6), torch.zeros(0, dtype=torch.long)) == 1.0
+    separable = torch.eye(6).repeat(50, 1) * 5.0  # always right: the NLL falls as T -> 0
+    assert T_MIN <= fit_temperature(separable, torch.arange(6).repeat(50)) < 1.0
+    assert fit_temperature(separable, (torch.arange(6).repeat(50) + 1) % 6) == T_MAX  # always wrong
 
 
 def _dataset(model, split="calib", n=3, size=(40, 48)):
@@ -110,6 +116,8 @@ def test_threshold_search_equals_evaluate_at_every_pair():
         assert point.miou == pytest.approx(result.miou, abs=1e-12), point.rho
         assert point.macs == pytest.approx(result.macs_cascade) and point.macs_dense == result.macs_dense
         assert point.stage_share == pytest.approx(result.stage_share)
+    again = evaluate(model, dataset, [0.9, (0.9, 0.9), [0.9, 0.9]], progress=False)
+    assert len(again) == 1 and again[0].num_images == len(dataset)  # one threshold written three ways
     shares = {p.rho: p.stage_share for p in points}
     assert shares[(1.0, 1.0)] == [0.0, 0.0, 1.0] and 0 < shares[(0.9, 0.6)][1] < 1
 
@@ -146,6 +154,10 @@ def test_calibrate_fits_an_overconfident_model_and_meets_its_criterion():
     assert report.chosen.miou >= point.reference_miou - 0.05
     cheaper = [p for p in report.points if p.miou >= point.reference_miou - 0.05 and p.macs < report.chosen.macs]
     assert not cheaper
+    fresh = make_cascade(num_classes=6, seed=5).eval()
+    with pytest.raises(ValueError, match="no thresholds"):
+        calibrate(fresh, dataset, budget=0.01, grid=(0.5, 0.9), progress=False)
+    assert fresh.temperatures == (1.0, 1.0, 1.0) and fresh.rho == 0.985  # a failed calibration changes nothing
     budget = calibrate(model, dataset, budget=0.8, grid=(0.5, 0.9, 0.99), progress=False)
     assert budget.chosen.macs_ratio <= 0.8
     assert budget.chosen.miou == max(p.miou for p in budget.points if p.macs_ratio <= 0.8)
@@ -198,10 +210,12 @@ def test_a_calibration_that_does_not_fit_is_not_applied(tmp_path):
     with pytest.warns(CalibrationWarning, match="made for other weights"):
         model, _ = load_model(checkpoint=ckpt)
     assert model.operating_point is None
-    with open(operating_point_path(ckpt), "w") as f:
-        f.write("{not json")
-    with pytest.warns(CalibrationWarning, match="not a calibration file"):
-        load_model(checkpoint=ckpt)
+    zero_temperature = json.dumps({**dataclasses.asdict(_point_for()), "temperatures": [1, 0, 1]})
+    for text in ("{not json", "[1, 2]", zero_temperature):
+        with open(operating_point_path(ckpt), "w") as f:
+            f.write(text)
+        with pytest.warns(CalibrationWarning, match="not a calibration file"):
+            load_model(checkpoint=ckpt)
 
 
 def test_apply_operating_point():

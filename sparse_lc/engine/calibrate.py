@@ -15,7 +15,7 @@ under that would let almost anything through.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from ..cascade import LayerCascade, canonical_rho
 from ..data import SegDataset
@@ -55,16 +55,14 @@ def calibrate(model: LayerCascade, dataset: SegDataset, max_drop: Optional[float
     temperatures = fit_temperatures(pixels)
     before = [reliability_of(logits, labels) for logits, labels in pixels]
     after = [reliability_of(logits, labels, t) for (logits, labels), t in zip(pixels, temperatures)]
-    model.temperatures = temperatures
-
-    points = explore_thresholds(model, dataset, sorted({*map(float, grid), 1.0}), progress=progress)
-    if reference_miou is None:
-        dense = next(p for p in points if p.rho == (1.0, 1.0))
-        best = max(points, key=lambda p: p.miou)
-        reference_miou = max(dense.miou, best.miou)
-        reference = ("this model's dense run (rho = 1)" if dense.miou >= best.miou else
-                     f"this model's best pair {list(best.rho)} (its dense run: {100 * dense.miou:.1f})")
-    chosen = choose_thresholds(points, reference_miou, max_drop, budget)
+    previous, model.temperatures = model.temperatures, temperatures
+    try:
+        points = explore_thresholds(model, dataset, sorted({*map(float, grid), 1.0}), progress=progress)
+        reference_miou, reference = _reference(points, reference_miou, reference)
+        chosen = choose_thresholds(points, reference_miou, max_drop, budget)
+    except BaseException:  # no pair met the criterion (or interrupted): leave the model as it was
+        model.temperatures = previous
+        raise
     model.rho = canonical_rho(chosen.rho)
     point = OperatingPoint(
         temperatures=list(temperatures), rho=list(chosen.rho), halo=model.halo,
@@ -73,3 +71,14 @@ def calibrate(model: LayerCascade, dataset: SegDataset, max_drop: Optional[float
         criterion=criterion_name(max_drop, budget),
         ece_before=[r.ece() for r in before], ece_after=[r.ece() for r in after])
     return CalibrationReport(point, chosen, points, pareto_front(points), before, after)
+
+
+def _reference(points: Sequence[ThresholdPoint], miou: Optional[float], text: str) -> Tuple[float, str]:
+    """The given reference, or this model's best: its dense run or its best pair."""
+    if miou is not None:
+        return miou, text
+    dense = next(p for p in points if p.rho == (1.0, 1.0))
+    best = max(points, key=lambda p: p.miou)
+    if dense.miou >= best.miou:
+        return dense.miou, "this model's dense run (rho = 1)"
+    return best.miou, f"this model's best pair {list(best.rho)} (its dense run: {100 * dense.miou:.1f})"

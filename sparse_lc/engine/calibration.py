@@ -22,6 +22,7 @@ from ..data import IGNORE_INDEX, SegDataset
 from .losses import labels_on_grid
 
 ECE_BINS = 15
+T_MIN, T_MAX = 0.05, 20.0  # fitted temperatures are kept in this range
 
 
 class Reliability:
@@ -82,8 +83,9 @@ def _add_pixels(reliability: Reliability, logits: torch.Tensor, labels: torch.Te
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The T > 0 minimising the mean NLL of ``softmax(logits / T)`` (``[N, K]``, ``[N]``).
 
-    Optimises log T with L-BFGS in float64 (the NLL is convex in 1/T, so this finds the
-    optimum); with no pixel it returns 1.
+    Optimises log T with L-BFGS in float64 (the NLL is convex in 1/T). Pixels that are all
+    right (or all wrong) have no finite optimum, so the result is kept within
+    [``T_MIN``, ``T_MAX``]; with no pixel it returns 1.
     """
     if labels.numel() == 0:
         return 1.0
@@ -98,7 +100,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp())
+    return min(max(float(log_t.detach().exp()), T_MIN), T_MAX)
 
 
 @torch.no_grad()
@@ -109,6 +111,7 @@ def collect_stage_pixels(model: LayerCascade, dataset: SegDataset, rho: Rho,
     stage, the logits and labels of the pixels it classified (at most ``max_pixels_per_image``
     per image and stage, drawn at random with a fixed seed, so memory stays bounded)."""
     temperatures, model.temperatures = model.temperatures, (1.0, 1.0, 1.0)
+    was_training = model.training
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
     collected: List[List[Tuple[torch.Tensor, torch.Tensor]]] = [[], [], []]
@@ -123,6 +126,7 @@ def collect_stage_pixels(model: LayerCascade, dataset: SegDataset, rho: Rho,
                 collected[k].append((logits.float().cpu(), target.cpu()))
     finally:
         model.temperatures = temperatures
+        model.train(was_training)
     k = model.num_classes
     return [(torch.cat([l for l, _ in pairs]) if pairs else torch.zeros(0, k),
              torch.cat([t for _, t in pairs]) if pairs else torch.zeros(0, dtype=torch.long))

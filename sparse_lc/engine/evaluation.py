@@ -118,7 +118,7 @@ class EvalCounts:
         stages = [stage_map == s for s in (1, 2, 3)]
         labelled = label != IGNORE_INDEX
         k2 = self.k ** 2
-        self.data[:k2] += confusion_matrix(pred, label, self.k).flatten().double()
+        self.data[:k2] += confusion_matrix(pred, label, self.k).flatten().double().cpu()
         stats = [[int(s.sum()) for s in stages],
                  [int((s & labelled).sum()) for s in stages],
                  [int((s & labelled & (pred == label)).sum()) for s in stages],
@@ -158,7 +158,7 @@ def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[Rho],
     model.eval()
     device = next(model.parameters()).device
     dense_macs = DenseMacs(model)
-    rhos = [canonical_rho(rho) for rho in rhos]
+    rhos = list(dict.fromkeys(canonical_rho(rho) for rho in rhos))  # 0.9 and [0.9, 0.9] are one
     counts = {rho: EvalCounts(model.num_classes, model.temperatures) for rho in rhos}
     indices = range(info.rank, len(dataset), info.world_size)
     for index in tqdm(indices, desc="eval", unit="img", disable=not (progress and info.is_main)):

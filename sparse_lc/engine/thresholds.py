@@ -60,6 +60,7 @@ def explore_thresholds(model: LayerCascade, dataset: SegDataset, grid: Sequence[
     The numbers equal :func:`~sparse_lc.engine.evaluate` at each pair (a test checks it), at a
     fraction of the cost.
     """
+    was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     dense_macs = DenseMacs(model)
@@ -73,6 +74,7 @@ def explore_thresholds(model: LayerCascade, dataset: SegDataset, grid: Sequence[
         dense = dense_macs(*label.shape)
         for pair, (result, macs) in _cascade_runs(model, image, grid):
             counts[pair].add(result, label, boundary, macs, dense)
+    model.train(was_training)
     return [ThresholdPoint.from_eval(counts[pair].result(pair)) for pair in pairs]
 
 
