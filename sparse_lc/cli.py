@@ -20,6 +20,14 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+def parse_threshold(text: str) -> float:
+    """One threshold in [0, 1] (the values of ``calibrate --grid``)."""
+    rho = parse_rho(text)
+    if isinstance(rho, tuple):
+        raise argparse.ArgumentTypeError(f"{text!r}: one threshold in [0, 1] per value")
+    return rho
+
+
 def parse_rho(text: str) -> Rho:
     """``"0.9"`` -> 0.9; ``"0.9,0.99"`` -> (0.9, 0.99): rho_1 (stage 1 -> 2), rho_2 (2 -> 3)."""
     try:
@@ -183,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--reference", default=None, metavar="CKPT",
                      help="measure --max-drop from the dense run (rho = 1) of this checkpoint of the same config, "
                           "e.g. the dense baseline (default: this model's best on the grid)")
-    cal.add_argument("--grid", type=float, nargs="+", default=None, metavar="R",
+    cal.add_argument("--grid", type=parse_threshold, nargs="+", default=None, metavar="R",
                      help="thresholds to try for each of rho_1 and rho_2 (default: 0.5 ... 0.999 and 1)")
     cal.add_argument("--out", default=None,
                      help="folder for thresholds.json, pareto.png, reliability_s*.png (default: CKPT_STEM_calibration)")

@@ -261,3 +261,6 @@ def test_rho_pairs_on_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", os.devnull, ckpt, "--rho", "0.9,1.2", *sets])
     assert "R or R1,R2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["calibrate", os.devnull, ckpt, "--grid", "0.9", "1.5", *sets])
+    assert "'1.5'" in capsys.readouterr().err

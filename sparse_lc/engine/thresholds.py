@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cascade import LayerCascade, pad_images
+from ..cascade import LayerCascade, pad_images, rho_pair
 from ..data import SegDataset
 from ..ops import MacCounter
 from .evaluation import EvalResult, EvalCounts, boundary_mask
@@ -64,7 +64,7 @@ def explore_thresholds(model: LayerCascade, dataset: SegDataset, grid: Sequence[
     model.eval()
     device = next(model.parameters()).device
     dense_macs = DenseMacs(model)
-    grid = sorted({float(r) for r in grid})
+    grid = sorted({rho_pair(r)[0] for r in grid})  # validated: each in [0, 1]
     pairs = [(r1, r2) for r1 in grid for r2 in grid]
     counts = {pair: EvalCounts(model.num_classes, model.temperatures) for pair in pairs}
     for index in tqdm(range(len(dataset)), desc="thresholds", unit="img", disable=not progress):
