@@ -17,7 +17,7 @@ from typing import List, Optional
 import torch
 from tqdm import tqdm
 
-from sparse_lc.engine.masks import PATTERNS
+from sparse_lc.analysis import PATTERNS
 
 from .layer import LayerResult, bench_layer
 from .plot import plot_speedups

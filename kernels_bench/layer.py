@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
-from sparse_lc.engine.masks import nested_masks
+from sparse_lc.analysis import nested_masks
 from sparse_lc.ops import DenseFeatures, MacCounter, SparseFeatures, spconv_algo
 
 

@@ -27,10 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import CascadeBackbone
-from .inference import prepare_images
 from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures
-from .timing import section
+from .utils import eval_mode, prepare_images, section
 
 EXECUTIONS = ("sparse", "dense")
 
@@ -170,7 +169,7 @@ class LayerCascade(nn.Module):
         pixel_mean, pixel_std: RGB normalisation of 0-255 images, used by :meth:`predict`.
 
     ``temperatures`` (one per stage, default 1) divide each head's logits before the
-    confidence test; :func:`sparse_lc.engine.calibrate` fits them. They change which pixels are
+    confidence test; :func:`sparse_lc.evaluation.calibrate` fits them. They change which pixels are
     easy, never a stage's labels (``stage_logits`` and ``logits`` stay unscaled).
     """
 
@@ -247,7 +246,7 @@ class LayerCascade(nn.Module):
                                  (active2, active3))
 
     # The steps of forward, public so that a threshold search can share the work of earlier
-    # stages between thresholds (see sparse_lc.engine.calibration).
+    # stages between thresholds (see sparse_lc.evaluation.thresholds).
     def run_stage1(self, padded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Stage 1 and its head on images padded to a multiple of 8 (:func:`pad_images`):
         ``[B, 3, H, W] -> (f1 [B, C1, h, w], logits1 [B, K, h, w])``."""
@@ -323,11 +322,8 @@ class LayerCascade(nn.Module):
             batch = images
         else:
             batch = prepare_images(images, self.pixel_mean, self.pixel_std, channel_order)
-        was_training = self.training
-        try:
-            return self.eval()(batch.to(param.device, param.dtype), rho=rho, execution=execution)
-        finally:
-            self.train(was_training)
+        with eval_mode(self):
+            return self(batch.to(param.device, param.dtype), rho=rho, execution=execution)
 
 
 def _channels_last_conv_weights(model: nn.Module) -> None:

@@ -8,9 +8,10 @@ from typing import Any, BinaryIO, Callable, Dict
 
 import torch
 
+from .errors import CheckpointError
 
-class CheckpointError(ValueError):
-    """A weight file that cannot be used; the message names the file and the problem."""
+__all__ = ["CheckpointError", "atomic_write", "file_sha256", "load_checkpoint", "load_model_weights",
+           "load_state_dict_file", "save_checkpoint", "state_dict_mismatch"]
 
 
 def save_checkpoint(path: str, state: Dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ import sys
 import torch
 
 from sparse_lc import load_config
-from sparse_lc.engine import train
+from sparse_lc.training import train
 
 if __name__ == "__main__":
     config, work_dir = sys.argv[1], sys.argv[2]

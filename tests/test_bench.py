@@ -12,9 +12,9 @@ import torch
 
 from conftest import IRNV2_SMALL, make_cascade, random_images
 from sparse_lc.cli import main
-from sparse_lc.engine import bench
-from sparse_lc.engine.masks import nested_masks
-from sparse_lc.timing import SectionTimer
+from sparse_lc.analysis import bench
+from sparse_lc.analysis import nested_masks
+from sparse_lc.utils import SectionTimer
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 

@@ -14,11 +14,11 @@ from sparse_lc import build_model, load_config, load_model
 from sparse_lc.cascade import canonical_rho, format_rho, rho_pair, top_confidence
 from sparse_lc.checkpoint import save_checkpoint
 from sparse_lc.data import EvalTransform, SyntheticShapes
-from sparse_lc.engine import calibrate, evaluate
-from sparse_lc.engine.calibration import T_MAX, T_MIN, Reliability, fit_temperature, reliability_of
-from sparse_lc.engine.thresholds import ThresholdPoint, choose_thresholds, explore_thresholds, pareto_front
-from sparse_lc.loading import CalibrationWarning
-from sparse_lc.operating_point import (OperatingPoint, apply_operating_point, operating_point_path,
+from sparse_lc.evaluation import calibrate, evaluate
+from sparse_lc.evaluation.temperature import T_MAX, T_MIN, Reliability, fit_temperature, reliability_of
+from sparse_lc.evaluation.thresholds import ThresholdPoint, choose_thresholds, explore_thresholds, pareto_front
+from sparse_lc.apis import CalibrationWarning
+from sparse_lc.evaluation.operating_point import (OperatingPoint, apply_operating_point, operating_point_path,
                                        read_operating_point, save_operating_point)
 from test_equivalence import assert_same_result, run_both
 

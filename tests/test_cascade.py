@@ -138,8 +138,8 @@ def test_predict_rejects_bad_input(tiny_model, bad, message):
 def test_one_rulebook_per_sparse_stage(tiny_model, monkeypatch):
     """All 3x3 convs of a stage (blocks and head) share one rulebook, built once."""
     builds = []
-    real = sparse_ops.spconv.ops.get_indice_pairs
-    monkeypatch.setattr(sparse_ops.spconv.ops, "get_indice_pairs",
+    real = sparse_ops._import_spconv("spconv.pytorch").ops.get_indice_pairs
+    monkeypatch.setattr(sparse_ops._import_spconv("spconv.pytorch").ops, "get_indice_pairs",
                         lambda *a, **k: builds.append(a[5:8]) or real(*a, **k))
     result = tiny_model(random_images(), rho=0.99)
     assert result.hard_masks[1].any()

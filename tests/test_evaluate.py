@@ -15,8 +15,9 @@ from conftest import make_cascade, random_images
 from sparse_lc import build_model, load_config
 from sparse_lc.checkpoint import save_checkpoint
 from sparse_lc.data import SyntheticShapes, EvalTransform
-from sparse_lc.engine import DenseMacs, count_macs, evaluate
-from sparse_lc.engine.evaluation import boundary_mask, confusion_matrix, metrics_from_confusion
+from sparse_lc.analysis import DenseMacs, count_macs
+from sparse_lc.evaluation import evaluate
+from sparse_lc.evaluation import boundary_mask, confusion_matrix, metrics_from_confusion
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 

@@ -9,8 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import make_cascade, random_images
 from sparse_lc.cli import main
-from sparse_lc.engine import profile_macs
-from sparse_lc.engine.profile import layer_stages
+from sparse_lc.analysis import profile_macs
+from sparse_lc.analysis import layer_stages
 
 
 def flop_counter_macs(model, image, **kwargs) -> int:

@@ -15,11 +15,12 @@ import yaml
 from conftest import make_cascade, random_images
 from sparse_lc import load_config
 from sparse_lc.checkpoint import load_checkpoint
-from sparse_lc.engine import TrainingDiverged, train
-from sparse_lc.engine import training as train_module
-from sparse_lc.engine.dist import DistInfo
-from sparse_lc.engine.losses import cascade_loss, labels_on_grid
-from sparse_lc.engine.training import build_phases, set_trainable
+from sparse_lc.training import TrainingDiverged, train
+from sparse_lc.training import loop as train_module
+from sparse_lc.utils.distributed import DistInfo
+from sparse_lc.data import labels_on_grid
+from sparse_lc.training.losses import cascade_loss
+from sparse_lc.training.schedule import build_phases, set_trainable
 
 HERE = os.path.dirname(__file__)
 

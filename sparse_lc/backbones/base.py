@@ -1,7 +1,15 @@
-"""What a cascade backbone is: one network split into three stages at output stride 8."""
+"""What a cascade backbone is (one network split into three stages at output stride 8), and
+how backbones are registered and built by name (timm's habit)::
+
+    @register_backbone("resnet18", weights_layout="torchvision", weights_file="resnet18-f37072fd.pth")
+    def resnet18(dilations=(2, 4)) -> CascadeBackbone: ...
+
+    build_backbone("resnet18", dilations=(2, 4))
+"""
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -9,6 +17,67 @@ from torch import nn
 from ..checkpoint import state_dict_mismatch
 from ..layers import SegHead
 from ..ops import Features
+from ..registry import Registry
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB on the 0-255 scale: torchvision's ImageNet weights
+IMAGENET_STD = (58.395, 57.12, 57.375)
+WEIGHT_LAYOUTS = ("torchvision", "timm")
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a backbone registers beside its factory: what its pretrained weights expect.
+
+    pixel_mean, pixel_std: RGB normalisation (0-255 scale) of the images its ImageNet weights
+                    were trained on; a config that does not set ``model.pixel_mean`` /
+                    ``pixel_std`` gets these.
+    weights_layout: the state_dict layout :meth:`CascadeBackbone.load_pretrained` takes
+                    (``"torchvision"``, ``"timm"``), or None: no pretrained weights.
+    weights_file:   the file name those weights usually come in (see docs/backbones.md).
+    small_args:     factory arguments for a small instance of the same topology, for fast
+                    checks (the equivalence tests, ``sparse-lc doctor``).
+    """
+
+    pixel_mean: Tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: Tuple[float, float, float] = IMAGENET_STD
+    weights_layout: Optional[str] = None
+    weights_file: Optional[str] = None
+    small_args: Mapping[str, Any] = field(default_factory=dict)
+
+
+BACKBONES: Registry[Callable[..., "CascadeBackbone"]] = Registry("backbone")
+
+
+def register_backbone(name: str, *, pixel_mean: Tuple[float, float, float] = IMAGENET_MEAN,
+                      pixel_std: Tuple[float, float, float] = IMAGENET_STD, weights_layout: Optional[str] = None,
+                      weights_file: Optional[str] = None, small_args: Optional[Mapping[str, Any]] = None
+                      ) -> Callable[[Callable[..., "CascadeBackbone"]], Callable[..., "CascadeBackbone"]]:
+    """Decorator: register a factory ``(**kwargs) -> CascadeBackbone`` under ``name``, with the
+    settings of its pretrained weights (:class:`BackboneInfo`). A name registered twice is an
+    error. The factory is returned unchanged."""
+    if len(pixel_mean) != 3 or len(pixel_std) != 3 or min(pixel_std) <= 0:
+        raise ValueError(f"backbone {name!r}: pixel_mean and pixel_std must be three numbers (std > 0)")
+    if weights_layout is not None and weights_layout not in WEIGHT_LAYOUTS:
+        raise ValueError(f"backbone {name!r}: weights_layout must be one of {WEIGHT_LAYOUTS} or None, "
+                         f"got {weights_layout!r}")
+    info = BackboneInfo(tuple(float(v) for v in pixel_mean), tuple(float(v) for v in pixel_std),
+                        weights_layout, weights_file, dict(small_args or {}))
+    return BACKBONES.register(name, info=info)
+
+
+def list_backbones() -> List[str]:
+    """The registered backbone names, sorted."""
+    return BACKBONES.names()
+
+
+def backbone_info(name: str) -> BackboneInfo:
+    """What ``name`` was registered with; UnknownNameError (with close matches) if unknown."""
+    return BACKBONES.info(name)["info"]
+
+
+def build_backbone(name: str, **kwargs: Any) -> "CascadeBackbone":
+    """Build a registered backbone; an unknown name raises UnknownNameError listing close matches."""
+    return BACKBONES.get(name)(**kwargs)
 
 
 class CascadeBackbone(nn.Module):

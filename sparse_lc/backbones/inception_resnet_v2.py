@@ -26,11 +26,12 @@ from torch import nn
 from ..layers import ASPPHead, init_weights, run_blocks
 from ..layers.inception import BasicConv2d, block8, block17, block35, mixed_5b, reduction_a, reduction_b, scaled
 from ..ops import DenseFeatures, Features
-from .base import CascadeBackbone, load_matching
-from .registry import register_backbone
+from .base import CascadeBackbone, load_matching, register_backbone
 
 PAPER_DEPTHS = (5, 10, 5)
 TIMM_DEPTHS = (10, 20, 10)
+# timm's ImageNet weights expect Inception normalisation, (x / 255 - 0.5) / 0.5
+INCEPTION_MEAN = INCEPTION_STD = (127.5, 127.5, 127.5)
 _REPEAT_BLOCK = re.compile(r"^(repeat|repeat_1|repeat_2)\.(\d+)\.")
 
 
@@ -109,7 +110,8 @@ class InceptionResNetV2OS8(CascadeBackbone):
         return self.conv2d_7b(self.block8(run_blocks(x, self.repeat_2)))              # [B, 1536, h, w]
 
 
-@register_backbone("inception_resnet_v2")
+@register_backbone("inception_resnet_v2", pixel_mean=INCEPTION_MEAN, pixel_std=INCEPTION_STD, weights_layout="timm",
+                   weights_file="inception_resnet_v2.pth", small_args={"width": 1 / 16, "depths": (1, 2, 2)})
 def inception_resnet_v2(depths: Sequence[int] = PAPER_DEPTHS, width: float = 1.0,
                         dilations: Tuple[int, int] = (2, 4),
                         aspp_rates: Optional[Sequence[int]] = None) -> InceptionResNetV2OS8:
@@ -117,7 +119,8 @@ def inception_resnet_v2(depths: Sequence[int] = PAPER_DEPTHS, width: float = 1.0
     return InceptionResNetV2OS8(tuple(depths), width, tuple(dilations), aspp_rates)
 
 
-@register_backbone("inception_resnet_v2_full")
+@register_backbone("inception_resnet_v2_full", pixel_mean=INCEPTION_MEAN, pixel_std=INCEPTION_STD, weights_layout="timm",
+                   weights_file="inception_resnet_v2.pth", small_args={"width": 1 / 16})
 def inception_resnet_v2_full(width: float = 1.0, dilations: Tuple[int, int] = (2, 4),
                              aspp_rates: Optional[Sequence[int]] = None) -> InceptionResNetV2OS8:
     """timm's (ImageNet) depths, 10 / 20 / 10 blocks: every weight of timm's file is used."""

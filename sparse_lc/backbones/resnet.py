@@ -13,8 +13,7 @@ from torch import nn
 
 from ..layers import BasicBlock, Bottleneck, init_weights, make_layer, run_blocks
 from ..ops import DenseFeatures, Features
-from .base import CascadeBackbone, load_matching
-from .registry import register_backbone
+from .base import CascadeBackbone, load_matching, register_backbone
 
 
 class ResNetOS8(CascadeBackbone):
@@ -62,16 +61,16 @@ def load_torchvision_resnet(backbone: ResNetOS8, state_dict: Mapping[str, torch.
     return load_matching(backbone, state_dict, lambda key: key.startswith("fc."), "torchvision ResNet")
 
 
-@register_backbone("resnet18")
+@register_backbone("resnet18", weights_layout="torchvision", weights_file="resnet18-f37072fd.pth")
 def resnet18(dilations: Tuple[int, int] = (2, 4)) -> ResNetOS8:
     return ResNetOS8(BasicBlock, (2, 2, 2, 2), dilations)
 
 
-@register_backbone("resnet34")
+@register_backbone("resnet34", weights_layout="torchvision", weights_file="resnet34-b627a593.pth")
 def resnet34(dilations: Tuple[int, int] = (2, 4)) -> ResNetOS8:
     return ResNetOS8(BasicBlock, (3, 4, 6, 3), dilations)
 
 
-@register_backbone("resnet50")
+@register_backbone("resnet50", weights_layout="torchvision", weights_file="resnet50-0676ba61.pth")
 def resnet50(dilations: Tuple[int, int] = (2, 4)) -> ResNetOS8:
     return ResNetOS8(Bottleneck, (3, 4, 6, 3), dilations)

@@ -8,8 +8,7 @@ from torch import nn
 
 from ..layers import BasicBlock, init_weights, make_layer, run_blocks
 from ..ops import DenseFeatures, Features, run_sequential
-from .base import CascadeBackbone
-from .registry import register_backbone
+from .base import CascadeBackbone, register_backbone
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -46,7 +45,7 @@ class TinyOS8(CascadeBackbone):
         return run_blocks(x, self.layer3)
 
 
-@register_backbone("tiny")
+@register_backbone("tiny")  # no pretrained weights: ImageNet normalisation by default
 def tiny(widths: Tuple[int, int, int] = (16, 24, 32), dilations: Tuple[int, int] = (2, 4),
          depths: Tuple[int, int, int] = (1, 1, 1)) -> TinyOS8:
     return TinyOS8(tuple(widths), tuple(dilations), tuple(depths))

@@ -1,14 +1,16 @@
-"""Datasets (VOC, Cityscapes, folder, synthetic), OpenCV transforms and file reading."""
-from .base import SegDataset
-from .builder import DATA_TYPES, build_dataset
+"""Datasets (VOC, Cityscapes, folder, synthetic) built by name, OpenCV transforms, file reading."""
+from . import cityscapes, folder, synthetic, voc  # noqa: F401  (registers the datasets)
+from .base import DATASETS, SegDataset, register_dataset
+from .builder import build_dataset
 from .check import DataProblem, check_dataset
 from .cityscapes import CityscapesDataset
 from .folder import FolderDataset
 from .io import DataError, read_image, read_label, read_photo, write_label
 from .synthetic import SyntheticShapes, render_scene
-from .transforms import IGNORE_INDEX, EvalTransform, TrainTransform
+from .transforms import IGNORE_INDEX, EvalTransform, TrainTransform, labels_on_grid
 from .voc import VOCDataset
 
-__all__ = ["DATA_TYPES", "IGNORE_INDEX", "DataProblem", "build_dataset", "check_dataset", "CityscapesDataset", "DataError", "EvalTransform", "FolderDataset",
-           "SegDataset", "SyntheticShapes", "TrainTransform", "VOCDataset", "read_image",
-           "read_label", "read_photo", "render_scene", "write_label"]
+__all__ = ["DATASETS", "IGNORE_INDEX", "CityscapesDataset", "DataError", "DataProblem", "EvalTransform",
+           "FolderDataset", "SegDataset", "SyntheticShapes", "TrainTransform", "VOCDataset", "build_dataset",
+           "check_dataset", "labels_on_grid", "read_image", "read_label", "read_photo", "register_dataset", "render_scene",
+           "write_label"]

@@ -2,15 +2,36 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..registry import Registry
 from .io import DataError, read_image, read_label
 
 Sample = Tuple[str, str]  # (image path, label path)
+
+#: ``data.type`` -> a builder ``(cfg, split, train, transform) -> SegDataset`` (see :func:`register_dataset`)
+DATASETS: Registry[Callable[..., "SegDataset"]] = Registry("dataset")
+
+
+def register_dataset(name: str, *, needs_root: bool = True, classes: Optional[Sequence[str]] = None,
+                     palette: Optional[np.ndarray] = None) -> Callable:
+    """Decorator: register a dataset builder ``(cfg, split, train, transform) -> SegDataset``
+    under ``name`` (the config's ``data.type``). ``cfg`` is the whole config; ``split`` the split
+    to read; ``train`` whether it is the training set; ``transform`` the sample transform.
+
+    ``needs_root``: the config must set ``data.root``. ``classes`` / ``palette`` (RGB uint8
+    ``[K, 3]``): the dataset's class names and colours, when fixed (None: from the config).
+    """
+    return DATASETS.register(name, needs_root=needs_root, classes=classes, palette=palette)
+
+
+def dataset_seed(cfg: Dict[str, Any]) -> int:
+    """The seed a dataset draws its augmentation from (``train.seed``)."""
+    return cfg["train"]["seed"]
 
 
 class SegDataset(Dataset):

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from .base import Sample, SegDataset
+from .base import Sample, SegDataset, dataset_seed, register_dataset
 from .io import DataError, read_label
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 
@@ -46,3 +46,9 @@ class CityscapesDataset(SegDataset):
         path = self.samples[index][1]
         label = read_label(path)
         return label if path.endswith("_labelTrainIds.png") else LABEL_ID_TO_TRAIN_ID[label]
+
+
+@register_dataset("cityscapes", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE)
+def build_cityscapes(cfg: Dict[str, Any], split: str, train: bool,
+                     transform: Optional[Callable]) -> CityscapesDataset:
+    return CityscapesDataset(cfg["data"]["root"], split, transform, dataset_seed(cfg))

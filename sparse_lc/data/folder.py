@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .base import Sample, SegDataset
+from .base import Sample, SegDataset, dataset_seed, register_dataset
 from .io import DataError
 from .palettes import voc_palette
 
@@ -34,3 +34,14 @@ class FolderDataset(SegDataset):
         self.label_dir = os.path.join(root, "ann_dir", split)
         self.classes = tuple(classes)
         self.palette = np.asarray(palette, np.uint8) if palette else voc_palette(len(self.classes))
+
+
+@register_dataset("folder")
+def build_folder(cfg: Dict[str, Any], split: str, train: bool, transform: Optional[Callable]) -> FolderDataset:
+    """``data.root`` in mmsegmentation's layout; class names (``data.classes``) from the config."""
+    data, num_classes = cfg["data"], cfg["model"]["num_classes"]
+    if not data["classes"]:
+        raise DataError("data.classes: a folder dataset needs its class names in the config")
+    if len(data["classes"]) != num_classes:
+        raise DataError(f"data.classes names {len(data['classes'])} classes but model.num_classes is {num_classes}")
+    return FolderDataset(data["root"], split, data["classes"], data["palette"], transform, dataset_seed(cfg))

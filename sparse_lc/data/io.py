@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import DataError
 
-class DataError(ValueError):
-    """A data file that cannot be used; the message starts with its path."""
+__all__ = ["DataError", "read_image", "read_label", "read_photo", "write_label"]
 
 
 def read_image(path: str) -> np.ndarray:

@@ -19,12 +19,12 @@ classes stay hard. A scene is a pure function of ``(scene_seed, split, index)``.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
-from .base import SegDataset
+from .base import SegDataset, dataset_seed, register_dataset
 
 SYNTHETIC_CLASSES = ("background", "disk", "square", "triangle", "stripes", "red blob")
 SYNTHETIC_PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
@@ -126,3 +126,14 @@ class SyntheticShapes(SegDataset):
     def load(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng((self.scene_seed, _SPLIT_IDS[self.split], index))
         return render_scene(rng, self.size, self.num_objects, self.radius_range)
+
+
+@register_dataset("synthetic", needs_root=False, classes=SYNTHETIC_CLASSES, palette=SYNTHETIC_PALETTE)
+def build_synthetic(cfg: Dict[str, Any], split: str, train: bool, transform: Optional[Callable]) -> SyntheticShapes:
+    """``data.synthetic`` scenes; the ``train`` and ``calib`` splits have their own counts, any other
+    split ``num_val``."""
+    syn = cfg["data"]["synthetic"]
+    count = {"train": syn["num_train"], "calib": syn["num_calib"]}.get(split, syn["num_val"])
+    return SyntheticShapes(split, count, tuple(syn["size"]), transform, seed=dataset_seed(cfg),
+                           num_objects=tuple(syn["num_objects"]), radius_range=tuple(syn["radius_range"]),
+                           scene_seed=syn["seed"])

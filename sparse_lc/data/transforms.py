@@ -11,6 +11,7 @@ from typing import Sequence, Tuple
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 IGNORE_INDEX = 255
 
@@ -85,3 +86,12 @@ class EvalTransform:
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         return to_tensors(image, label, self.mean, self.std)
+
+
+def labels_on_grid(labels: torch.Tensor, stride: int = 8) -> torch.Tensor:
+    """``[B, H, W]`` labels -> ``[B, h, w]`` on the feature grid (h = ceil(H / stride)): the label
+    at the centre of each cell, as DeepLab shrinks labels; padding is ignored (255)."""
+    height, width = labels.shape[1:]
+    pad_h, pad_w = -height % stride, -width % stride
+    padded = F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+    return padded[:, stride // 2::stride, stride // 2::stride]

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from .base import Sample, SegDataset
+from .base import Sample, SegDataset, dataset_seed, register_dataset
 from .io import DataError
 from .palettes import VOC_CLASSES, voc_palette
 
@@ -51,3 +51,11 @@ class VOCDataset(SegDataset):
                  aug_list: str = "ImageSets/Segmentation/train_aug.txt",
                  transform: Optional[Callable] = None, seed: int = 0):
         super().__init__(voc_samples(root, split, aug, aug_list), transform, seed)
+
+
+@register_dataset("voc", classes=VOC_CLASSES, palette=voc_palette(len(VOC_CLASSES)))
+def build_voc(cfg: Dict[str, Any], split: str, train: bool, transform: Optional[Callable]) -> VOCDataset:
+    """``data.root``; with ``data.voc_aug`` the training set is SegmentationClassAug."""
+    data = cfg["data"]
+    return VOCDataset(data["root"], split, data["voc_aug"] and train, data["voc_aug_list"], transform,
+                      dataset_seed(cfg))

@@ -1,6 +1,6 @@
 """Feature containers: a dense map (optionally masked) and spconv sparse rows, same interface."""
 from .dense import DenseFeatures
-from .macs import MacCounter, MacRecord
+from .mac_counter import MacCounter, MacRecord
 from .features import Features, batch_norm_rows, check_submanifold_conv, concat, run_sequential
 from .sparse import SparseFeatures, pair_counts, rulebook_key, spconv_algo
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import macs
+from . import mac_counter
 from .features import batch_norm_rows, check_max_pool, check_submanifold_conv, uses_batch_statistics
 
 
@@ -57,10 +57,10 @@ class DenseFeatures:
         if self.mask is not None:
             check_submanifold_conv(conv)
         out = conv(self.data)
-        if macs.counting():
+        if mac_counter.counting():
             positions = out.shape[0] * out.shape[2] * out.shape[3]
             per_position = conv.out_channels * conv.in_channels // conv.groups * conv.weight[0, 0].numel()
-            macs.record(conv, "conv", positions * per_position, positions, positions)
+            mac_counter.record(conv, "conv", positions * per_position, positions, positions)
         return self._masked(out)
 
     def pool(self, pool: nn.Module) -> "DenseFeatures":
@@ -72,9 +72,9 @@ class DenseFeatures:
     def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "DenseFeatures":
         if isinstance(bn, nn.Identity):  # folded into the conv before it (see layers.fuse)
             return self
-        if macs.counting():
+        if mac_counter.counting():
             positions = self.data.shape[0] * self.data.shape[2] * self.data.shape[3]
-            macs.record(bn, "norm", positions * self.num_channels, positions, positions)
+            mac_counter.record(bn, "norm", positions * self.num_channels, positions, positions)
         if self.mask is None:
             return self._unmasked(bn(self.data))
         if not uses_batch_statistics(bn):

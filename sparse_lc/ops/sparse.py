@@ -11,23 +11,24 @@ directly; the submanifold max pool gathers the rows of active neighbours in pure
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
-    warnings.simplefilter("ignore", FutureWarning)
+from ..utils.timing import section
+from . import mac_counter
+from .features import batch_norm_rows, check_max_pool, check_submanifold_conv
+
+if TYPE_CHECKING:
     import spconv.pytorch as spconv
     from spconv.core import ConvAlgo
-
-from . import macs
-from ..timing import section
-from .features import batch_norm_rows, check_max_pool, check_submanifold_conv
 
 # spconv asks torch.fx whether it is tracing on every conv; torch logs a deprecation note for that.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
@@ -35,10 +36,20 @@ logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 __all__ = ["SparseFeatures", "spconv_algo", "rulebook_key"]
 
 
+@lru_cache(maxsize=None)
+def _import_spconv(name: str) -> ModuleType:
+    """Import an spconv module on first use: loading spconv takes seconds, and only the
+    sparse stages need it (``sparse-lc --help``, dense runs and data checks never do)."""
+    with warnings.catch_warnings():  # spconv 2.3 still uses the deprecated torch.cuda.amp decorators
+        warnings.simplefilter("ignore", FutureWarning)
+        return importlib.import_module(name)
+
+
 def spconv_algo(device: torch.device) -> ConvAlgo:
     """The spconv algorithm for ``device``: Native on CPU (the only one that runs there),
     MaskImplicitGemm on CUDA."""
-    return ConvAlgo.Native if device.type == "cpu" else ConvAlgo.MaskImplicitGemm
+    algo = _import_spconv("spconv.core").ConvAlgo
+    return algo.Native if device.type == "cpu" else algo.MaskImplicitGemm
 
 
 def rulebook_key(prefix: str, kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> str:
@@ -51,6 +62,7 @@ def _subm_executor(in_channels: int, out_channels: int, kernel_size: Tuple[int, 
                    dilation: Tuple[int, int], indice_key: str, algo: ConvAlgo) -> spconv.SubMConv2d:
     """An spconv ``SubMConv2d`` used only for its machinery (rulebook build and reuse, algorithm
     dispatch). Its own weight is deleted: the canonical weight of the ``nn.Conv2d`` is passed in."""
+    spconv = _import_spconv("spconv.pytorch")
     layer = spconv.SubMConv2d(in_channels, out_channels, kernel_size, dilation=dilation,
                               bias=False, indice_key=indice_key, algo=algo)
     del layer.weight
@@ -95,6 +107,7 @@ class SparseFeatures:
         batch, _, height, width = dense.shape
         indices = mask.nonzero().to(torch.int32).contiguous()  # nonzero() is column-major: copy
         rows = dense.permute(0, 2, 3, 1)[mask]  # [N, C]
+        spconv = _import_spconv("spconv.pytorch")
         return cls(spconv.SparseConvTensor(rows.contiguous(), indices, [height, width], batch), prefix)
 
     def restrict(self, mask: torch.Tensor, prefix: str) -> "SparseFeatures":
@@ -108,6 +121,7 @@ class SparseFeatures:
         if int(keep.sum()) != int(mask.sum()):
             raise ValueError("restrict: the mask has pixels outside this tensor's active set")
         t = self.tensor
+        spconv = _import_spconv("spconv.pytorch")
         return SparseFeatures(spconv.SparseConvTensor(self.rows[keep], t.indices[keep].contiguous(),
                                                       t.spatial_shape, t.batch_size), prefix)
 
@@ -137,9 +151,9 @@ class SparseFeatures:
         return dict(self.tensor.indice_dict)
 
     def _record(self, module: nn.Module, kind: str, work: int) -> None:
-        if macs.counting():
+        if mac_counter.counting():
             height, width = self.tensor.spatial_shape
-            macs.record(module, kind, work, self.num_active, self.tensor.batch_size * height * width)
+            mac_counter.record(module, kind, work, self.num_active, self.tensor.batch_size * height * width)
 
     def _with_rows(self, rows: torch.Tensor) -> "SparseFeatures":
         return SparseFeatures(self.tensor.replace_feature(rows), self.prefix)
@@ -166,7 +180,7 @@ class SparseFeatures:
         self.tensor.indice_dict[key] = out.indice_dict[key]
         out.indice_dict = self.tensor.indice_dict
         result = SparseFeatures(out, self.prefix)
-        if macs.counting():
+        if mac_counter.counting():
             self._record(conv, "conv", _pairs(out.indice_dict[key]) * conv.in_channels * conv.out_channels)
         return result if conv.bias is None else result._with_rows(result.rows + conv.bias.to(result.rows.dtype))
 

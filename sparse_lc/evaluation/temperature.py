@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..cascade import CascadeResult, LayerCascade, Rho
-from ..data import IGNORE_INDEX, SegDataset
-from .losses import labels_on_grid
+from ..data import IGNORE_INDEX, SegDataset, labels_on_grid
+from ..utils import eval_mode
 
 ECE_BINS = 15
 T_MIN, T_MAX = 0.05, 20.0  # fitted temperatures are kept in this range
@@ -111,22 +111,21 @@ def collect_stage_pixels(model: LayerCascade, dataset: SegDataset, rho: Rho,
     stage, the logits and labels of the pixels it classified (at most ``max_pixels_per_image``
     per image and stage, drawn at random with a fixed seed, so memory stays bounded)."""
     temperatures, model.temperatures = model.temperatures, (1.0, 1.0, 1.0)
-    was_training = model.training
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(0)
     collected: List[List[Tuple[torch.Tensor, torch.Tensor]]] = [[], [], []]
     try:
-        for index in tqdm(range(len(dataset)), desc="calibration pixels", unit="img", disable=not progress):
-            image, label = dataset[index]
-            result = model.eval()(image[None].to(device), rho=rho)
-            for k, (logits, target) in enumerate(stage_pixels(result, label[None].to(device))):
-                if target.numel() > max_pixels_per_image:
-                    keep = torch.randperm(target.numel(), generator=gen)[:max_pixels_per_image]
-                    logits, target = logits[keep.to(device)], target[keep.to(device)]
-                collected[k].append((logits.float().cpu(), target.cpu()))
+        with eval_mode(model):
+            for index in tqdm(range(len(dataset)), desc="calibration pixels", unit="img", disable=not progress):
+                image, label = dataset[index]
+                result = model(image[None].to(device), rho=rho)
+                for k, (logits, target) in enumerate(stage_pixels(result, label[None].to(device))):
+                    if target.numel() > max_pixels_per_image:
+                        keep = torch.randperm(target.numel(), generator=gen)[:max_pixels_per_image]
+                        logits, target = logits[keep.to(device)], target[keep.to(device)]
+                    collected[k].append((logits.float().cpu(), target.cpu()))
     finally:
         model.temperatures = temperatures
-        model.train(was_training)
     k = model.num_classes
     return [(torch.cat([l for l, _ in pairs]) if pairs else torch.zeros(0, k),
              torch.cat([t for _, t in pairs]) if pairs else torch.zeros(0, dtype=torch.long))

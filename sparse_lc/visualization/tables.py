@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from .cascade import format_rho
-from .engine import BenchReport, CalibrationReport, EvalResult, ProfileReport, SegmentRecord
+from ..cascade import format_rho
+
+if TYPE_CHECKING:  # result types only: tables format them, never build them
+    from ..analysis import BenchReport, ProfileReport
+    from ..apis import SegmentRecord
+    from ..evaluation import CalibrationReport, EvalResult
 
 
 def _pct(value: Optional[float]) -> str:

@@ -7,15 +7,15 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
-from .builder import build_model
-from .cascade import LayerCascade
-from .checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from .config import config_from_dict, load_config
-from .data.palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, VOC_CLASSES, voc_palette
-from .data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
-from .operating_point import apply_operating_point, find_operating_point
+from ..builder import build_model
+from ..cascade import LayerCascade
+from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
+from ..config import config_from_dict, load_config
+from ..data import DATASETS
+from ..data.palettes import voc_palette
+from ..evaluation import apply_operating_point, find_operating_point
 
-ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 BUNDLED_CHECKPOINT = os.path.join(ASSETS, "lc_synthetic_small.pth")
 SAMPLES_DIR = os.path.join(ASSETS, "samples")
 
@@ -70,9 +70,9 @@ def class_names_and_palette(cfg: Dict[str, Any]) -> Tuple[Tuple[str, ...], np.nd
     """Class names and RGB palette ``[K, 3]`` for the dataset a config names (VOC colours pad
     out a palette shorter than ``model.num_classes``)."""
     data, k = cfg["data"], cfg["model"]["num_classes"]
-    known = {"synthetic": (SYNTHETIC_CLASSES, SYNTHETIC_PALETTE), "voc": (VOC_CLASSES, voc_palette(21)),
-             "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)}
-    names, palette = known.get(data["type"], (data["classes"] or (), data["palette"]))
+    info = DATASETS.info(data["type"]) if data["type"] in DATASETS else {}
+    names = info.get("classes") or data["classes"] or ()
+    palette = info.get("palette") if info.get("palette") is not None else data["palette"]
     names = tuple(names) + tuple(f"class {i}" for i in range(len(names or ()), k))
     fallback = voc_palette(max(k, 1))
     palette = np.asarray(palette, np.uint8) if palette is not None and len(palette) else fallback[:0]

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..analysis import DenseMacs, count_macs
 from ..cascade import LayerCascade, Rho
 from ..data import DataError, read_photo, write_label
-from ..inference import prepare_images
-from ..visualize import draw_stage_map, overlay
-from .macs import DenseMacs, count_macs
+from ..utils import prepare_images
+from ..visualization import draw_stage_map, overlay
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = ("_label.png", "_overlay.jpg", "_stages.png")

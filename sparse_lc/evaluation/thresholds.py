@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..analysis import DenseMacs
 from ..cascade import LayerCascade, pad_images, rho_pair
 from ..data import SegDataset
 from ..ops import MacCounter
-from .evaluation import EvalResult, EvalCounts, boundary_mask
-from .macs import DenseMacs
+from ..utils import eval_mode
+from .evaluator import EvalCounts, EvalResult
+from .metrics import boundary_mask
 
 #: Thresholds tried for each of rho_1 and rho_2 by default (1 = every pixel goes on).
 DEFAULT_GRID = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.985, 0.99, 0.995, 0.998, 0.999, 1.0)
@@ -57,24 +59,22 @@ def explore_thresholds(model: LayerCascade, dataset: SegDataset, grid: Sequence[
                        progress: bool = True) -> List[ThresholdPoint]:
     """Run the cascade at every ``(rho_1, rho_2)`` of ``grid x grid`` over ``dataset``.
 
-    The numbers equal :func:`~sparse_lc.engine.evaluate` at each pair (a test checks it), at a
+    The numbers equal :func:`~sparse_lc.evaluation.evaluate` at each pair (a test checks it), at a
     fraction of the cost.
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     dense_macs = DenseMacs(model)
     grid = sorted({rho_pair(r)[0] for r in grid})  # validated: each in [0, 1]
     pairs = [(r1, r2) for r1 in grid for r2 in grid]
     counts = {pair: EvalCounts(model.num_classes, model.temperatures) for pair in pairs}
-    for index in tqdm(range(len(dataset)), desc="thresholds", unit="img", disable=not progress):
-        image, label = dataset[index]
-        image, label = image[None].to(device), label.to(device)
-        boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
-        dense = dense_macs(*label.shape)
-        for pair, (result, macs) in _cascade_runs(model, image, grid):
-            counts[pair].add(result, label, boundary, macs, dense)
-    model.train(was_training)
+    with eval_mode(model):
+        for index in tqdm(range(len(dataset)), desc="thresholds", unit="img", disable=not progress):
+            image, label = dataset[index]
+            image, label = image[None].to(device), label.to(device)
+            boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
+            dense = dense_macs(*label.shape)
+            for pair, (result, macs) in _cascade_runs(model, image, grid):
+                counts[pair].add(result, label, boundary, macs, dense)
     return [ThresholdPoint.from_eval(counts[pair].result(pair)) for pair in pairs]
 
 

@@ -7,16 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cascade import CascadeResult
-from ..data import IGNORE_INDEX
-
-
-def labels_on_grid(labels: torch.Tensor, stride: int = 8) -> torch.Tensor:
-    """``[B, H, W]`` labels -> ``[B, h, w]`` on the feature grid (h = ceil(H / stride)): the label
-    at the centre of each cell, as DeepLab shrinks labels; padding is ignored (255)."""
-    height, width = labels.shape[1:]
-    pad_h, pad_w = -height % stride, -width % stride
-    padded = F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
-    return padded[:, stride // 2::stride, stride // 2::stride]
+from ..data import IGNORE_INDEX, labels_on_grid
 
 
 def cascade_loss(result: CascadeResult, labels: torch.Tensor,

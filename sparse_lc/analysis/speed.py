@@ -24,9 +24,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..cascade import LayerCascade, Rho, format_rho
-from ..timing import SectionTimer
-from .masks import nested_masks
-from .profile import profile_macs
+from ..utils import SectionTimer, eval_mode
+from .macs import profile_macs
+from .mask_patterns import nested_masks
 
 SECTIONS = ("stage1", "stage2", "stage3", "assembly")
 SPCONV = "spconv"  # time inside spconv's SubMConv2d calls (nested in stage2 / stage3)
@@ -107,10 +107,15 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> int:
 def bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[Rho] = None,
           hard_shares: Optional[Tuple[float, float]] = None, batch: int = 1, warmup: int = 2,
           reps: int = 7, seed: int = 0) -> BenchReport:
-    """Time ``model`` (put it in eval mode; fuse it first for inference speed) on a random
+    """Time ``model`` (in eval mode; fuse it first for inference speed) on a random
     normalised batch of ``size``, sparse at ``rho`` or with clustered masks of ``hard_shares``
     (h2, h3), against the dense run."""
-    model.eval()
+    with eval_mode(model):
+        return _bench(model, size, rho, hard_shares, batch, warmup, reps, seed)
+
+
+def _bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[Rho], hard_shares: Optional[Tuple[float, float]],
+           batch: int, warmup: int, reps: int, seed: int) -> BenchReport:
     param = next(model.parameters())
     images = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed)).to(param.device, param.dtype)
     kwargs: Dict[str, object] = {"rho": rho}

@@ -1,28 +1,20 @@
-"""End-to-end training of a layer cascade, and the paper's two baselines.
+"""The training loop: one config in, a trained cascade and its work dir out.
 
-``train.mode`` picks the schedule (all of it in one config):
-
-* ``lc`` (the paper): ``warmup_iters`` of deep supervision (rho = 1: every stage learns on
-  every pixel), then cascade fine-tuning at ``model.rho``: stage 1's loss covers all pixels,
-  stage 2's the pixels stage 1 left hard, stage 3's those still hard; the sparse path computes
-  gradients only where a stage computed.
-* ``dense``: deep supervision for the whole run; test it at rho = 1 (the dense model).
-* ``mc`` (model cascade): three equal phases; phase k trains only stage k (earlier stages
-  frozen, batch norm included) on the pixels it receives at ``model.rho``.
-
-SGD (momentum) or AdamW with DeepLab's poly schedule, restarted per phase in ``mc``. Runs as
-one process or under ``torchrun`` (DDP; each process loads ``batch_size`` images).
+``train.mode`` lays out the phases (:mod:`.schedule`: the paper's ``lc`` and the baselines
+``dense`` and ``mc``); in a cascade phase the sparse path computes gradients only where a stage
+computed. SGD (momentum) or AdamW with DeepLab's poly schedule. Runs as one process or under
+``torchrun`` (DDP; each process loads ``batch_size`` images).
 """
 from __future__ import annotations
 
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..builder import build_model
@@ -30,128 +22,15 @@ from ..cascade import LayerCascade, Rho, rho_pair
 from ..checkpoint import load_model_weights, save_checkpoint
 from ..config import dump_config
 from ..data import build_dataset
-from .dist import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
-from .evaluation import evaluate
+from ..errors import TrainingDiverged
+from ..evaluation import evaluate
+from ..utils.distributed import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
+from ..visualization import save_eval_report
 from .losses import cascade_loss
-from .plots import save_eval_report
+from .sampler import ResumableBatchSampler
+from .schedule import Phase, build_optimizer, build_phases, phase_at, poly_schedule, set_trainable
 from .workdir import (CONFIG, FINAL, LATEST, LOG, JsonlLog, checkpoint_state, remove_stale_temporaries, restore,
                       resume_checkpoint)
-
-TRAIN_MODES = ("lc", "dense", "mc")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    start: int                                # first iteration (0-based)
-    end: int                                  # one past the last
-    rho: Rho
-    stages: Tuple[int, ...]                   # stages whose parameters train
-    loss_weights: Tuple[float, float, float]
-
-
-def build_phases(cfg: Dict[str, Any]) -> List[Phase]:
-    t, rho = cfg["train"], cfg["model"]["rho"]
-    iters, weights = t["iters"], tuple(t["stage_loss_weights"])
-    if t["mode"] == "lc":
-        warmup = min(t["warmup_iters"], iters)
-        phases = [Phase("deep-supervision", 0, warmup, 1.0, (1, 2, 3), weights),
-                  Phase("cascade", warmup, iters, rho, (1, 2, 3), weights)]
-    elif t["mode"] == "dense":
-        phases = [Phase("dense", 0, iters, 1.0, (1, 2, 3), weights)]
-    elif t["mode"] == "mc":
-        cuts = [round(iters * k / 3) for k in range(4)]
-        one_hot = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
-        phases = [Phase(f"mc-stage{k + 1}", cuts[k], cuts[k + 1], 0.0 if k == 0 else rho, (k + 1,), one_hot[k])
-                  for k in range(3)]
-    else:
-        raise ValueError(f"train.mode must be one of {TRAIN_MODES}, got {t['mode']!r}")
-    return [p for p in phases if p.end > p.start]
-
-
-def phase_at(phases: List[Phase], iteration: int) -> Phase:
-    return next(p for p in phases if p.start <= iteration < p.end)
-
-
-class ResumableBatchSampler(Sampler):
-    """Batches of dataset keys for iterations ``start_iter .. total_iters - 1``.
-
-    Each epoch is a :class:`DistributedSampler` permutation (seeded by ``seed`` and the epoch,
-    this process's shard, incomplete batches dropped); key = ``epoch * len(dataset) + index``,
-    so each epoch augments differently and iteration i always gets the same batch: resuming
-    at any iteration continues exactly.
-    """
-
-    def __init__(self, dataset_len: int, batch_size: int, seed: int, info: DistInfo,
-                 start_iter: int, total_iters: int):
-        self.sampler = DistributedSampler(range(dataset_len), num_replicas=info.world_size, rank=info.rank,
-                                          shuffle=True, seed=seed, drop_last=True)
-        self.dataset_len, self.batch_size = dataset_len, batch_size
-        self.per_epoch = len(self.sampler) // batch_size
-        if self.per_epoch == 0:
-            raise ValueError(f"the training set has {dataset_len} images: too few for batch_size "
-                             f"{batch_size} on {info.world_size} process(es)")
-        self.start_iter, self.total_iters = start_iter, total_iters
-
-    def __len__(self) -> int:
-        return self.total_iters - self.start_iter
-
-    def __iter__(self) -> Iterator[List[int]]:
-        iteration = self.start_iter
-        while iteration < self.total_iters:
-            epoch, offset = divmod(iteration, self.per_epoch)
-            self.sampler.set_epoch(epoch)
-            indices = list(self.sampler)
-            for b in range(offset, self.per_epoch):
-                if iteration >= self.total_iters:
-                    return
-                yield [epoch * self.dataset_len + i for i in indices[b * self.batch_size:(b + 1) * self.batch_size]]
-                iteration += 1
-
-
-def build_optimizer(model: torch.nn.Module, t: Dict[str, Any]) -> torch.optim.Optimizer:
-    if t["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"])
-    if t["optimizer"] == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-    raise ValueError(f"train.optimizer must be sgd or adamw, got {t['optimizer']!r}")
-
-
-def poly_schedule(phases: List[Phase], cfg: Dict[str, Any]):
-    """LR factor of an iteration: DeepLab's poly decay over the run (``lc``, ``dense``), or over
-    each phase (``mc``, whose phases train separate stages from scratch)."""
-    t = cfg["train"]
-
-    def factor(iteration: int) -> float:
-        if t["mode"] == "mc":
-            p = phase_at(phases, min(iteration, t["iters"] - 1))
-            progress = (iteration - p.start) / (p.end - p.start)
-        else:
-            progress = iteration / t["iters"]
-        return max(1.0 - progress, 0.0) ** t["poly_power"]
-    return factor
-
-
-def set_trainable(model: LayerCascade, phase: Phase, freeze_bn: bool) -> None:
-    """Train mode for the stages of ``phase``; frozen stages (and BN, if ``freeze_bn``) stay in
-    eval mode with ``requires_grad=False``."""
-    model.train()
-    for stage in (1, 2, 3):
-        trainable = stage in phase.stages
-        for module in model.stage_modules(stage):
-            module.train(trainable)
-            for p in module.parameters():
-                p.requires_grad_(trainable)
-    if freeze_bn:
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
-                for p in m.parameters():
-                    p.requires_grad_(False)
 
 
 def _wrap(model: LayerCascade, info: DistInfo) -> torch.nn.Module:
@@ -191,6 +70,7 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
     none yet). Returns the model and where things went."""
     info = init_distributed(device)
     t, work_dir = cfg["train"], cfg["work_dir"]
+    phases = build_phases(cfg)  # an unknown train.mode fails here, before any work
     latest, final = os.path.join(work_dir, LATEST), os.path.join(work_dir, FINAL)
     state = resume_checkpoint(work_dir, resume, cfg)
     checkpoint = latest if state is not None else None
@@ -201,7 +81,6 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
     dataset = build_dataset(cfg, train=True)
     evaluates = t["eval_at_end"] or bool(t["eval_interval"])
     val_dataset = build_dataset(cfg, train=False) if evaluates else None  # fail now, not after training
-    phases = build_phases(cfg)
     optimizer = build_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(phases, cfg))
     start = restore(latest, state, model, optimizer, scheduler) if state is not None else 0

@@ -1,24 +1,16 @@
-"""Pictures and files of results: rho sweeps, reliability diagrams, the thresholds' Pareto front."""
+"""Plots of results: rho sweeps, reliability diagrams, the thresholds' Pareto front (PNG files)."""
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from ..cascade import format_rho, rho_pair  # noqa: E402
-from .calibration import Reliability  # noqa: E402
-from .calibrate import CalibrationReport  # noqa: E402
-from .evaluation import EvalResult  # noqa: E402
-from .thresholds import ThresholdPoint  # noqa: E402
+from ..evaluation import EvalResult, Reliability, ThresholdPoint  # noqa: E402
 
 STAGE_COLOURS = ("#4c72b0", "#dd8452", "#c44e52")
 
@@ -88,20 +80,6 @@ def plot_reliability(before: Reliability, after: Reliability, path: str, title: 
     plt.close(fig)
 
 
-def save_reliability_diagrams(result: EvalResult, folder: str, prefix: str = "reliability") -> List[str]:
-    """``{prefix}_s{k}.png`` for each stage of ``result``; returns the paths written."""
-    paths = []
-    for k in range(3):
-        before, after = (Reliability(data=torch.tensor(result.reliability[c][k], dtype=torch.float64))
-                         for c in ("uncalibrated", "calibrated"))
-        if before.ece() is None:
-            continue
-        paths.append(os.path.join(folder, f"{prefix}_s{k + 1}.png"))
-        plot_reliability(before, after, paths[-1], f"stage {k + 1} at rho {format_rho(result.rho)}",
-                         result.temperatures[k])
-    return paths
-
-
 def plot_pareto(points: Sequence[ThresholdPoint], front: Sequence[ThresholdPoint], chosen: ThresholdPoint,
                 reference_miou: float, criterion: str, path: str, title: str = "") -> None:
     """mIoU against MACs (share of the dense run) of every explored (rho_1, rho_2), the Pareto
@@ -130,36 +108,3 @@ def plot_pareto(points: Sequence[ThresholdPoint], front: Sequence[ThresholdPoint
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = "") -> List[str]:
-    """Write ``eval.json`` (one object per rho), for several rho ``rho_sweep.png``, and the
-    reliability diagrams of each stage at the first rho into ``folder``; returns the paths."""
-    os.makedirs(folder, exist_ok=True)
-    paths = [os.path.join(folder, "eval.json")]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump([r.to_json() for r in results], f, indent=1)
-    if len(results) > 1:
-        paths.append(os.path.join(folder, "rho_sweep.png"))
-        plot_rho_sweep(results, paths[1], title)
-    return paths + save_reliability_diagrams(results[0], folder)
-
-
-def save_calibration_report(report: CalibrationReport, folder: str, title: str = "") -> List[str]:
-    """Write ``thresholds.json`` (every explored pair, the front, the choice), ``pareto.png`` and
-    ``reliability_s{k}.png`` (calibration pixels, before and after) into ``folder``."""
-    os.makedirs(folder, exist_ok=True)
-    point = report.operating_point
-    paths = [os.path.join(folder, name) for name in ("thresholds.json", "pareto.png")]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump({"operating_point": asdict(point), "chosen": report.chosen.to_json(),
-                   "front": [p.to_json() for p in report.front],
-                   "points": [p.to_json() for p in report.points]}, f, indent=1)
-    plot_pareto(report.points, report.front, report.chosen, point.reference_miou, point.criterion,
-                paths[1], f"{title}: {point.criterion}" if title else "")
-    for k, (before, after) in enumerate(zip(report.reliability_before, report.reliability_after)):
-        if before.ece() is not None:
-            paths.append(os.path.join(folder, f"reliability_s{k + 1}.png"))
-            plot_reliability(before, after, paths[-1], f"stage {k + 1}, {point.split} split",
-                             point.temperatures[k])
-    return paths

@@ -20,22 +20,20 @@ Under torchrun each process evaluates every world_size-th image and the counts a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..analysis import DenseMacs, count_macs
 from ..cascade import CascadeResult, LayerCascade, Rho, canonical_rho
 from ..data import IGNORE_INDEX, SegDataset
-from .calibration import ECE_BINS, Reliability, add_reliability
-from .dist import DistInfo, all_reduce_sum
-from .macs import DenseMacs, count_macs
-
-BOUNDARY_RADIUS = 3
+from ..utils import eval_mode
+from ..utils.distributed import DistInfo, all_reduce_sum
+from .metrics import boundary_mask, confusion_matrix, metrics_from_confusion, ratio
+from .temperature import ECE_BINS, Reliability, add_reliability
 
 
 @dataclass
@@ -59,37 +57,6 @@ class EvalResult:
 
     def to_json(self) -> Dict:
         return asdict(self)
-
-
-def boundary_mask(label: np.ndarray, radius: int = BOUNDARY_RADIUS) -> np.ndarray:
-    """``[H, W]`` bool: pixels within ``radius`` of a change of label (255 counts as a label)."""
-    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    return cv2.dilate(label, kernel) != cv2.erode(label, kernel)
-
-
-def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``[K, K]`` int64, rows = label, columns = prediction, over pixels whose label is not 255."""
-    valid = label != IGNORE_INDEX
-    index = label[valid] * num_classes + pred[valid]
-    return torch.bincount(index, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def _ratio(num: float, den: float) -> Optional[float]:
-    return num / den if den > 0 else None
-
-
-def metrics_from_confusion(conf: torch.Tensor) -> Dict:
-    """mIoU, per-class IoU, pixel and mean accuracy of a ``[K, K]`` confusion matrix."""
-    conf = conf.double()
-    tp, gt, pred = conf.diag(), conf.sum(1), conf.sum(0)
-    iou = [_ratio(float(t), float(u)) for t, u in zip(tp, gt + pred - tp)]
-    acc = [_ratio(float(t), float(g)) for t, g in zip(tp, gt)]
-    defined_iou = [v for v in iou if v is not None]
-    defined_acc = [v for v in acc if v is not None]
-    return {"miou": sum(defined_iou) / len(defined_iou) if defined_iou else math.nan,
-            "per_class_iou": iou,
-            "pixel_acc": float(tp.sum() / conf.sum()) if conf.sum() > 0 else math.nan,
-            "mean_acc": sum(defined_acc) / len(defined_acc) if defined_acc else math.nan}
 
 
 class EvalCounts:
@@ -139,9 +106,9 @@ class EvalCounts:
         return EvalResult(
             rho=list(rho) if isinstance(rho, tuple) else rho, **metrics_from_confusion(conf),
             stage_share=[p / total for p in pixels],
-            stage_accuracy=[_ratio(c, n) for c, n in zip(correct, labelled)],
-            boundary_share=_ratio(boundary[1] + boundary[2], pixels[1] + pixels[2]),
-            boundary_share_by_stage=[_ratio(b, p) for b, p in zip(boundary, pixels)],
+            stage_accuracy=[ratio(c, n) for c, n in zip(correct, labelled)],
+            boundary_share=ratio(boundary[1] + boundary[2], pixels[1] + pixels[2]),
+            boundary_share_by_stage=[ratio(b, p) for b, p in zip(boundary, pixels)],
             macs_cascade=macs_cascade / images, macs_dense=macs_dense / images, num_images=int(images),
             temperatures=list(self.temperatures),
             ece=[r.ece() for r in calibrated], ece_uncalibrated=[r.ece() for r in uncalibrated],
@@ -154,21 +121,19 @@ def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[Rho],
              info: DistInfo = DistInfo(), progress: bool = True) -> List[EvalResult]:
     """Evaluate ``model`` at every rho in ``rhos`` (one trained model, no retraining); each
     rho is one threshold or a pair (:data:`~sparse_lc.cascade.Rho`)."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     dense_macs = DenseMacs(model)
     rhos = list(dict.fromkeys(canonical_rho(rho) for rho in rhos))  # 0.9 and [0.9, 0.9] are one
     counts = {rho: EvalCounts(model.num_classes, model.temperatures) for rho in rhos}
     indices = range(info.rank, len(dataset), info.world_size)
-    for index in tqdm(indices, desc="eval", unit="img", disable=not (progress and info.is_main)):
-        image, label = dataset[index]
-        image, label = image[None].to(device), label.to(device)
-        boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
-        for rho in rhos:
-            result, macs = count_macs(model, image, rho=rho)
-            counts[rho].add(result, label, boundary, macs.total(), dense_macs(*label.shape))
-    model.train(was_training)
+    with eval_mode(model):
+        for index in tqdm(indices, desc="eval", unit="img", disable=not (progress and info.is_main)):
+            image, label = dataset[index]
+            image, label = image[None].to(device), label.to(device)
+            boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
+            for rho in rhos:
+                result, macs = count_macs(model, image, rho=rho)
+                counts[rho].add(result, label, boundary, macs.total(), dense_macs(*label.shape))
     for c in counts.values():
         c.data = all_reduce_sum(c.data.to(device), info).cpu()
     return [counts[rho].result(rho) for rho in rhos]

@@ -1,4 +1,5 @@
-"""MACs of a cascade run against the dense run, per layer and per stage (``sparse-lc profile``).
+"""Multiply-accumulates: of one cascade run as it really ran, of the dense model, and per layer
+and stage, the cascade against the dense run (``sparse-lc profile``).
 
 The dense run is the same model with every stage and head on every pixel (``execution="dense"``,
 rho = 1); its conv MACs equal ``torch.utils.flop_counter``'s count. The cascade run is the
@@ -10,12 +11,46 @@ with several images the numbers are means per image (detectron2's habit).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..cascade import LayerCascade, Rho
-from .macs import count_macs
+from ..cascade import CascadeResult, LayerCascade, Rho
+from ..ops import MacCounter
+from ..utils import eval_mode
+
+_PROBE = 64  # side of the probe image used to measure the dense model's MACs per pixel
+
+
+def count_macs(model: LayerCascade, images: torch.Tensor, **forward_kwargs) -> Tuple[CascadeResult, MacCounter]:
+    """Run ``model(images, **forward_kwargs)`` and count the MACs of every conv and norm it ran."""
+    with MacCounter(model) as counter:
+        result = model(images, **forward_kwargs)
+    return result, counter
+
+
+class DenseMacs:
+    """MACs of one image through the dense model (every stage and head on every pixel).
+
+    Every layer's output grid is the padded input divided by its stride, so the dense MACs are
+    exactly ``(MACs per padded input pixel) * H_pad * W_pad``; the constant is measured once,
+    with a real dense run on a small probe image.
+    """
+
+    def __init__(self, model: LayerCascade):
+        self.model = model
+        self._per_pixel = None
+
+    def __call__(self, height: int, width: int) -> int:
+        if self._per_pixel is None:
+            param = next(self.model.parameters())
+            probe = torch.zeros(1, 3, _PROBE, _PROBE, device=param.device, dtype=param.dtype)
+            with torch.no_grad():
+                _, counter = count_macs(self.model, probe, rho=1.0, execution="dense")
+            self._per_pixel = counter.total() / (_PROBE * _PROBE)
+        padded = (-(-height // 8) * 8) * (-(-width // 8) * 8)
+        return int(round(self._per_pixel * padded))
+
 
 STAGES = ("stage1", "stage2", "stage3")
 
@@ -70,26 +105,24 @@ def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optio
     run. MACs are means per image; active fractions are pixel-weighted over all images (the
     same definition for layers and stages)."""
     rho = model.rho if rho is None else rho
-    was_training = model.training
-    model.eval()
     stage_of = layer_stages(model)
     totals: Dict[str, List[float]] = {}  # name -> [dense, sparse, active, positions]
     kinds: Dict[str, str] = {}
     active, pixels, num_images = torch.zeros(3, dtype=torch.float64), 0, 0
-    for image in images:
-        _, dense = count_macs(model, image, rho=1.0, execution="dense")
-        result, sparse = count_macs(model, image, rho=rho, execution="sparse", **forward_kwargs)
-        for r in dense.by_layer().values():
-            totals.setdefault(r.name, [0.0, 0.0, 0.0, 0.0])[0] += r.macs
-            totals[r.name][3] += r.positions
-            kinds[r.name] = r.kind
-        for r in sparse.by_layer().values():
-            totals[r.name][1] += r.macs
-            totals[r.name][2] += r.active
-        active += torch.tensor([float(m.sum()) for m in result.active_masks], dtype=torch.float64)
-        pixels += result.active_masks[0].numel()
-        num_images += result.stage_map.shape[0]
-    model.train(was_training)
+    with eval_mode(model):
+        for image in images:
+            _, dense = count_macs(model, image, rho=1.0, execution="dense")
+            result, sparse = count_macs(model, image, rho=rho, execution="sparse", **forward_kwargs)
+            for r in dense.by_layer().values():
+                totals.setdefault(r.name, [0.0, 0.0, 0.0, 0.0])[0] += r.macs
+                totals[r.name][3] += r.positions
+                kinds[r.name] = r.kind
+            for r in sparse.by_layer().values():
+                totals[r.name][1] += r.macs
+                totals[r.name][2] += r.active
+            active += torch.tensor([float(m.sum()) for m in result.active_masks], dtype=torch.float64)
+            pixels += result.active_masks[0].numel()
+            num_images += result.stage_map.shape[0]
     n = num_images
     layers = [LayerProfile(name, stage_of[name], kinds[name], d / n, s / n, a / p if p else 0.0)
               for name, (d, s, a, p) in totals.items()]

@@ -1,0 +1,7 @@
+"""What a user calls: a ready model (bundled, from a config, a checkpoint, or both) and
+segmentation of image files."""
+from .inference import SegmentRecord, collect_inputs, segment_array, segment_files
+from .loading import BUNDLED_CHECKPOINT, SAMPLES_DIR, CalibrationWarning, class_names_and_palette, load_model
+
+__all__ = ["BUNDLED_CHECKPOINT", "SAMPLES_DIR", "CalibrationWarning", "SegmentRecord", "class_names_and_palette",
+           "collect_inputs", "load_model", "segment_array", "segment_files"]

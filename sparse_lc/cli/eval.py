@@ -1,0 +1,49 @@
+"""``sparse-lc eval``: evaluate a checkpoint at one or more rho (under torchrun: sharded)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .options import (add_calibration_option, add_config_argument, add_json_option, add_out_option, add_rho_option,
+                      add_run_options, model_from_args)
+
+SUMMARY = "evaluate a checkpoint at one or more rho"
+DESCRIPTION = ("mIoU, per-class IoU, accuracy, per-stage statistics and MACs on the validation split of CONFIG, for "
+               "each rho (one trained model). Writes eval.json and rho_sweep.png.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("checkpoint", help="checkpoint (.pth) written by sparse-lc train")
+    add_rho_option(parser, many=True, default="the calibrated rho if the checkpoint is calibrated, then eval.rhos "
+                                               "of the config, else the model's rho and 1")
+    add_calibration_option(parser)
+    add_json_option(parser)
+    add_out_option(parser, "folder for eval.json and rho_sweep.png (default: the checkpoint's folder)")
+    add_run_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import build_dataset
+    from ..evaluation import evaluate
+    from ..utils.distributed import init_distributed
+    from ..visualization import eval_table, save_eval_report
+
+    info = init_distributed(args.device)
+    model, cfg = model_from_args(args)
+    model.to(info.device)
+    rhos = args.rho or cfg["eval"]["rhos"] or [1.0]
+    if not args.rho and (model.operating_point is not None or not cfg["eval"]["rhos"]):
+        rhos = [model.rho] + [r for r in rhos if r != model.rho]  # the model's own threshold first
+    results = evaluate(model, build_dataset(cfg, train=False), rhos, info, progress=not args.no_progress)
+    if not info.is_main:
+        return 0
+    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    written = save_eval_report(results, out, title=os.path.basename(args.config))
+    if args.json:
+        print(json.dumps([r.to_json() for r in results]))
+    else:
+        print(eval_table(results))
+        print("wrote " + ", ".join(written))
+    return 0

@@ -1,0 +1,97 @@
+"""``sparse-lc``: the parser of every subcommand, and the wrapper that turns errors into exit codes."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from typing import List, Optional
+
+from .. import __version__
+from ..errors import TrainingDiverged
+from .options import HelpFormatter
+
+# subcommand -> its module in this package (each has SUMMARY, DESCRIPTION, add_arguments, run)
+COMMANDS = {"demo": "demo", "segment": "segment", "profile": "profile", "bench": "bench", "train": "train",
+            "eval": "eval", "calibrate": "calibrate", "check-data": "check_data", "list": "list",
+            "doctor": "doctor"}
+
+EXIT_CODES = {
+    0: "success",
+    1: "some of the work failed: inputs that could not be processed, failed checks, a diverged training",
+    2: "usage, config, checkpoint or data error (the message names it)",
+    3: "internal error: a bug (SPARSE_LC_DEBUG=1 shows the traceback; please report it)",
+    130: "interrupted (Ctrl-C)",
+    141: "the output was closed early (e.g. piped into head)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="sparse-lc", formatter_class=HelpFormatter,
+        description="Deep layer cascade segmentation: easy pixels stop early, hard pixels go on through "
+                    "spconv submanifold stages.",
+        epilog=f"exit codes:\n{codes}\n\n'sparse-lc COMMAND --help' describes a command.")
+    parser.add_argument("--version", action="version", version=f"sparse-lc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        command = sub.add_parser(name, formatter_class=HelpFormatter, help=module.SUMMARY,
+                                 description=module.DESCRIPTION)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``sparse-lc`` with ``argv`` (default: the process's); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a message at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        print(f"\nsparse-lc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except Exception as e:  # noqa: BLE001  (every error becomes one line; see EXIT_CODES)
+        return _report(args.command, e)
+
+
+def _report(command: str, error: Exception) -> int:
+    """Print ``error`` as one line (on the main process only for a coordinated stop) and return its code."""
+    code = getattr(error, "exit_code", 2 if isinstance(error, (ValueError, OSError)) else 3)
+    if code == 3 and os.environ.get("SPARSE_LC_DEBUG"):
+        traceback.print_exc()
+    if isinstance(error, TrainingDiverged) and int(os.environ.get("RANK", "0")) != 0:
+        return code  # every process stops; rank 0 says why
+    what = {1: "", 2: "error: ", 3: "internal error: "}[code]
+    message = one_line(error) if code != 3 else f"{type(error).__name__}: {one_line(error)}"
+    hint = " (a bug: run again with SPARSE_LC_DEBUG=1 for the traceback, and report it)" if code == 3 else ""
+    print(f"sparse-lc {command}: {what}{message}{hint}", file=sys.stderr)
+    return code
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line; for one re-raised from a DataLoader worker (whose
+    message holds the worker's traceback), the original message only."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe, send what is left of stdout to /dev/null, so that Python's exit does
+    not print a second error (the recipe of the Python docs, signal.rst)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

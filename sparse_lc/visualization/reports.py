@@ -1,0 +1,60 @@
+"""Result files of an evaluation or a calibration: the JSON numbers and the plots beside them."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import List, Sequence
+
+import torch
+
+from ..cascade import format_rho
+from ..evaluation import CalibrationReport, EvalResult, Reliability
+from .plots import plot_pareto, plot_reliability, plot_rho_sweep
+
+
+def save_reliability_diagrams(result: EvalResult, folder: str, prefix: str = "reliability") -> List[str]:
+    """``{prefix}_s{k}.png`` for each stage of ``result``; returns the paths written."""
+    paths = []
+    for k in range(3):
+        before, after = (Reliability(data=torch.tensor(result.reliability[c][k], dtype=torch.float64))
+                         for c in ("uncalibrated", "calibrated"))
+        if before.ece() is None:
+            continue
+        paths.append(os.path.join(folder, f"{prefix}_s{k + 1}.png"))
+        plot_reliability(before, after, paths[-1], f"stage {k + 1} at rho {format_rho(result.rho)}",
+                         result.temperatures[k])
+    return paths
+
+
+def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = "") -> List[str]:
+    """Write ``eval.json`` (one object per rho), for several rho ``rho_sweep.png``, and the
+    reliability diagrams of each stage at the first rho into ``folder``; returns the paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, "eval.json")]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        json.dump([r.to_json() for r in results], f, indent=1)
+    if len(results) > 1:
+        paths.append(os.path.join(folder, "rho_sweep.png"))
+        plot_rho_sweep(results, paths[1], title)
+    return paths + save_reliability_diagrams(results[0], folder)
+
+
+def save_calibration_report(report: CalibrationReport, folder: str, title: str = "") -> List[str]:
+    """Write ``thresholds.json`` (every explored pair, the front, the choice), ``pareto.png`` and
+    ``reliability_s{k}.png`` (calibration pixels, before and after) into ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    point = report.operating_point
+    paths = [os.path.join(folder, name) for name in ("thresholds.json", "pareto.png")]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        json.dump({"operating_point": asdict(point), "chosen": report.chosen.to_json(),
+                   "front": [p.to_json() for p in report.front],
+                   "points": [p.to_json() for p in report.points]}, f, indent=1)
+    plot_pareto(report.points, report.front, report.chosen, point.reference_miou, point.criterion,
+                paths[1], f"{title}: {point.criterion}" if title else "")
+    for k, (before, after) in enumerate(zip(report.reliability_before, report.reliability_after)):
+        if before.ece() is not None:
+            paths.append(os.path.join(folder, f"reliability_s{k + 1}.png"))
+            plot_reliability(before, after, paths[-1], f"stage {k + 1}, {point.split} split",
+                             point.temperatures[k])
+    return paths
