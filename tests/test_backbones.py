@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import randomize
+from conftest import randomize_weights as randomize
 from reference_resnet import reference_resnet
 from sparse_lc import build_backbone, build_model, list_backbones, load_config
 from sparse_lc.backbones import load_torchvision_resnet

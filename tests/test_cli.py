@@ -150,3 +150,29 @@ def test_segment_survives_a_failed_write_and_reruns_into_its_own_folder(tmp_path
     assert main(["segment", str(folder), "--out", str(folder), "--no-progress", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert sorted(os.path.basename(r["path"]) for r in records) == ["a.png", "b.png"]
+
+
+def test_exit_codes_of_the_entry_wrapper(monkeypatch, capsys):
+    from sparse_lc.cli import list as list_command
+
+    def raise_(error):
+        def run(args):
+            raise error
+        return run
+
+    for error, code, text in ((KeyboardInterrupt(), 130, "sparse-lc list: interrupted"),
+                              (TypeError("bad\nthing"), 3, "sparse-lc list: internal error: TypeError: bad thing"),
+                              (OSError("disk full"), 2, "sparse-lc list: error: disk full")):
+        monkeypatch.setattr(list_command, "run", raise_(error))
+        assert main(["list"]) == code
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(text) and "\n" not in err and "Traceback" not in err
+
+
+def test_output_closed_early_ends_quietly():
+    """`sparse-lc list | head -1`: no BrokenPipeError traceback, exit 141 (128 + SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-m", "sparse_lc", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away before the first line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and b"Traceback" not in err and b"BrokenPipe" not in err, err

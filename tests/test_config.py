@@ -49,3 +49,12 @@ def test_file_errors_name_the_file(tmp_path):
         load_config(str(tmp_path / "a.yaml"))
     with pytest.raises(ConfigError, match="key=value"):
         load_config(overrides=["model.rho"])
+
+
+def test_the_config_reference_page_is_current():
+    """docs/configs.md is generated from the described keys (python tools/make_config_docs.py)."""
+    from sparse_lc.config import KEYS, reference_markdown
+
+    page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "configs.md"), encoding="utf-8").read()
+    assert page == reference_markdown(), "run: python tools/make_config_docs.py"
+    assert all(f"`{key.name}`" in page and key.help for key in KEYS)

@@ -1,6 +1,6 @@
 """``python -m sparse_lc.cli`` == ``sparse-lc``."""
 import sys
 
-from .main import main
+from .entry import main
 
 sys.exit(main())

@@ -1,9 +1,8 @@
 """Datasets (VOC, Cityscapes, folder, synthetic) built by name, OpenCV transforms, file reading."""
 from . import cityscapes, folder, synthetic, voc  # noqa: F401  (registers the datasets)
-from .base import DATASETS, SegDataset, register_dataset
-from .builder import build_dataset
 from .check import DataProblem, check_dataset
 from .cityscapes import CityscapesDataset
+from .dataset import DATASETS, SegDataset, build_dataset, register_dataset
 from .folder import FolderDataset
 from .io import DataError, read_image, read_label, read_photo, write_label
 from .synthetic import SyntheticShapes, render_scene

@@ -8,7 +8,7 @@ from typing import List
 import numpy as np
 from tqdm import tqdm
 
-from .base import SegDataset
+from .dataset import SegDataset
 from .folder import FolderDataset
 from .io import DataError, read_image
 from .transforms import IGNORE_INDEX

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from .base import Sample, SegDataset, dataset_seed, register_dataset
+from .dataset import Sample, SegDataset, dataset_seed, register_dataset
 from .io import DataError, read_label
 from .palettes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .base import Sample, SegDataset, dataset_seed, register_dataset
+from .dataset import Sample, SegDataset, dataset_seed, register_dataset
 from .io import DataError
 from .palettes import voc_palette
 

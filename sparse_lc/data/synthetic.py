@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from .base import SegDataset, dataset_seed, register_dataset
+from .dataset import SegDataset, dataset_seed, register_dataset
 
 SYNTHETIC_CLASSES = ("background", "disk", "square", "triangle", "stripes", "red blob")
 SYNTHETIC_PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],

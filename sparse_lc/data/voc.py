@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List, Optional
 
-from .base import Sample, SegDataset, dataset_seed, register_dataset
+from .dataset import Sample, SegDataset, dataset_seed, register_dataset
 from .io import DataError
 from .palettes import VOC_CLASSES, voc_palette
 

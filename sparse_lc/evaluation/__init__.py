@@ -1,5 +1,5 @@
 """Evaluation: metrics from a confusion matrix, temperature fitting, threshold search, operating points."""
-from .evaluator import EvalCounts, EvalResult, evaluate
+from .eval_loop import EvalCounts, EvalResult, evaluate
 from .metrics import boundary_mask, confusion_matrix, metrics_from_confusion
 from .operating_point import (CalibrationReport, OperatingPoint, apply_operating_point, calibrate,
                               find_operating_point, operating_point_path, read_operating_point,

@@ -24,7 +24,7 @@ from ..cascade import LayerCascade, pad_images, rho_pair
 from ..data import SegDataset
 from ..ops import MacCounter
 from ..utils import eval_mode
-from .evaluator import EvalCounts, EvalResult
+from .eval_loop import EvalCounts, EvalResult
 from .metrics import boundary_mask
 
 #: Thresholds tried for each of rho_1 and rho_2 by default (1 = every pixel goes on).

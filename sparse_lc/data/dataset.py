@@ -1,4 +1,5 @@
-"""The dataset base: a list of (image file, label file) pairs read with OpenCV / Pillow."""
+"""What a dataset is (pairs of image and label files, read with OpenCV / Pillow), and how
+datasets are registered by name (``data.type``) and built from a config."""
 from __future__ import annotations
 
 import os
@@ -8,8 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UnknownNameError
 from ..registry import Registry
 from .io import DataError, read_image, read_label
+from .transforms import EvalTransform, TrainTransform
 
 Sample = Tuple[str, str]  # (image path, label path)
 
@@ -95,3 +98,49 @@ class SegDataset(Dataset):
         if self.transform is None:
             raise RuntimeError("dataset has no transform: set one to get tensors, or call load()")
         return self.transform(image, label, np.random.default_rng((self.seed, key)))
+
+
+def _split_name(cfg: Dict[str, Any], train: bool, split: Optional[str] = None) -> str:
+    return split or (cfg["data"]["train_split"] if train else cfg["data"]["val_split"])
+
+
+def build_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object] = None,
+                  require_files: bool = True, split: Optional[str] = None) -> SegDataset:
+    """The training (``train=True``) or validation dataset of ``cfg``, with its transform.
+
+    Training samples get ``TrainTransform`` (scale, crop, flip, normalise); validation samples
+    only ``EvalTransform`` (normalise, whole image). ``transform`` overrides the choice.
+    ``split`` names another split to read (e.g. ``data.calib_split``); default: the config's
+    train or val split. With ``require_files`` a missing image or label file is an error here,
+    before any work.
+    """
+    data = cfg["data"]
+    try:
+        builder = DATASETS.get(data["type"])
+    except UnknownNameError as e:
+        raise DataError(f"data.type: {e}") from None
+    if DATASETS.info(data["type"])["needs_root"] and not data["root"]:
+        raise DataError(f"data.root: a {data['type']} dataset needs the path of its folder")
+    split_name = _split_name(cfg, train, split)
+    dataset = builder(cfg, split_name, train, _default_transform(cfg, train) if transform is None else transform)
+    dataset.num_classes = cfg["model"]["num_classes"]
+    if require_files:
+        dataset.require_files()
+    if len(dataset) == 0:
+        raise DataError(f"{data_location(cfg, train, split)}: the {split_name} split has no images")
+    return dataset
+
+
+def data_location(cfg: Dict[str, Any], train: bool, split: Optional[str] = None) -> str:
+    """Where a split lives, for messages."""
+    data = cfg["data"]
+    return ("data.synthetic" if data["type"] == "synthetic"
+            else f"{data['root']} ({_split_name(cfg, train, split)})")
+
+
+def _default_transform(cfg: Dict[str, Any], train: bool):
+    model = cfg["model"]
+    if train:
+        t = cfg["train"]
+        return TrainTransform(t["crop_size"], t["scale_range"], model["pixel_mean"], model["pixel_std"], flip=t["flip"])
+    return EvalTransform(model["pixel_mean"], model["pixel_std"])

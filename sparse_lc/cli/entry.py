@@ -5,6 +5,7 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 import traceback
 from typing import List, Optional
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"{__package__}.{module_name}")
         command = sub.add_parser(name, formatter_class=HelpFormatter, help=module.SUMMARY,
-                                 description=module.DESCRIPTION)
+                                 description=textwrap.fill(module.DESCRIPTION, 100))
         module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser
