@@ -253,7 +253,7 @@ def reference_markdown() -> str:
     lines: List[str] = ["# Config keys", "",
                         "Generated from `sparse_lc/config.py` by `python tools/make_config_docs.py`; do not edit.",
                         "A config file states only what differs from these defaults; `_base_: file.yaml` "
-                        "inherits another file, `--set key=value` overrides one key on the command line.", ""]
+                        "inherits another file, `--set key=value` overrides one key on the command line."]
     section = None
     for key in KEYS:
         top = key.name.split(".")[0] if "." in key.name else ""
