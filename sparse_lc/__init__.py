@@ -29,7 +29,8 @@ _EXPORTS = {
 _SUBMODULES = ("analysis", "apis", "backbones", "builder", "cascade", "checkpoint", "cli", "config", "data",
                "errors", "evaluation", "layers", "ops", "registry", "testing", "training", "utils", "visualization")
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = ["CascadeBackbone", "CascadeResult", "ConfigError", "LayerCascade", "__version__", "build_backbone",
+           "build_model", "list_backbones", "load_config", "load_model", "register_backbone"]
 
 if TYPE_CHECKING:
     from .apis import load_model

@@ -219,7 +219,8 @@ def _compare_gradients(model: LayerCascade, images: torch.Tensor, hard_masks: Tu
         worst = max(worst, _relative_error(grads_s[name], grads_d[name], f"{setting}: gradient of {name}", rtol, floor))
     worst = max(worst, _relative_error(input_s, input_d, f"{setting}: input gradient", rtol, 0.0))
     for name, buffer in buffers_s.items():
-        if buffer.is_floating_point() and _max_difference(buffer, buffers_d[name]) > 1e-5 * (1 + float(buffer.abs().max())):
+        tolerance = 1e-5 * (1 + float(buffer.abs().max()))
+        if buffer.is_floating_point() and _max_difference(buffer, buffers_d[name]) > tolerance:
             raise AssertionError(f"{setting}: batch-norm buffer {name} differs after the step")
         if not buffer.is_floating_point() and not torch.equal(buffer, buffers_d[name]):
             raise AssertionError(f"{setting}: buffer {name} differs after the step")

@@ -6,12 +6,13 @@ import json
 import pytest
 import torch
 
-from conftest import randomize_weights as randomize
-from reference_resnet import reference_resnet
 from sparse_lc import build_backbone, build_model, list_backbones, load_config
 from sparse_lc.backbones import load_torchvision_resnet
 from sparse_lc.checkpoint import CheckpointError
 from sparse_lc.ops import DenseFeatures
+
+from conftest import randomize_weights as randomize
+from reference_resnet import reference_resnet
 
 
 def _randomized_reference(name: str, seed: int = 0) -> torch.nn.Module:
@@ -168,7 +169,8 @@ def test_irnv2_loads_the_first_blocks_of_a_deeper_state_dict():
     dropped = backbone.load_pretrained({f"module.{k}": v for k, v in state.items()})
     expected = ({f"repeat.{i}." for i in range(5, 10)} | {f"repeat_1.{i}." for i in range(10, 20)}
                 | {f"repeat_2.{i}." for i in range(4, 9)} | {"classif."})
-    assert {k[:k.index(".", k.index(".") + 1) + 1] if k.startswith("repeat") else "classif." for k in dropped} == expected
+    prefixes = {k[:k.index(".", k.index(".") + 1) + 1] if k.startswith("repeat") else "classif." for k in dropped}
+    assert prefixes == expected
     own = backbone.state_dict()
     assert set(own) | set(dropped) == set(state)
     for key in own:  # every kept weight where timm has it: repeat_2.3 is timm's repeat_2.3, block8 is block8
@@ -212,7 +214,8 @@ def test_irnv2_pretrained_file_in_config(tmp_path):
 @pytest.mark.parametrize("aspp_rates", [None, [6, 12, 18, 24]])
 def test_irnv2_heads(aspp_rates):
     model = build_model(load_config(overrides=[
-        "model.backbone=inception_resnet_v2", f"model.backbone_args={{width: 0.0625, aspp_rates: {json.dumps(aspp_rates)}}}"
+        "model.backbone=inception_resnet_v2",
+        f"model.backbone_args={{width: 0.0625, aspp_rates: {json.dumps(aspp_rates)}}}"
     ])["model"])
     head3 = model.heads[2]
     dilations = [m.dilation[0] for m in head3.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]

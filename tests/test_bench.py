@@ -10,11 +10,11 @@ import sys
 import pytest
 import torch
 
-from conftest import IRNV2_SMALL, make_cascade, random_images
+from sparse_lc.analysis import bench, nested_masks
 from sparse_lc.cli import main
-from sparse_lc.analysis import bench
-from sparse_lc.analysis import nested_masks
 from sparse_lc.utils import SectionTimer
+
+from conftest import IRNV2_SMALL, make_cascade, random_images
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 
@@ -79,7 +79,8 @@ def test_bench_cli_json(capsys):
     assert main(["bench", "--size", "32", "32", "--hard-share", "0.2", "0.1", "--reps", "1", "--warmup", "0",
                  "--json", "--set", "model.backbone=tiny"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert {"dense_s", "sparse_s", "speedup", "ideal_speedup", "stages", "peak_mem_dense", "peak_mem_sparse"} <= set(data)
+    expected = {"dense_s", "sparse_s", "speedup", "ideal_speedup", "stages", "peak_mem_dense", "peak_mem_sparse"}
+    assert expected <= set(data)
     assert set(data["stages"][0]) == {"name", "dense_s", "sparse_s", "active_fraction"}
     assert main(["bench", "--size", "32", "32", "--sweep", "0.1", "0.4", "--reps", "1", "--warmup", "0",
                  "--set", "model.backbone=tiny"]) == 0

@@ -9,18 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_cascade, random_images
 from sparse_lc import build_model, load_config, load_model
+from sparse_lc.apis import CalibrationWarning
 from sparse_lc.cascade import canonical_rho, format_rho, rho_pair, top_confidence
 from sparse_lc.checkpoint import save_checkpoint
 from sparse_lc.data import EvalTransform, SyntheticShapes
 from sparse_lc.evaluation import calibrate, evaluate
+from sparse_lc.evaluation.operating_point import (
+    OperatingPoint,
+    apply_operating_point,
+    operating_point_path,
+    read_operating_point,
+    save_operating_point,
+)
 from sparse_lc.evaluation.temperature import T_MAX, T_MIN, Reliability, fit_temperature, reliability_of
 from sparse_lc.evaluation.thresholds import ThresholdPoint, choose_thresholds, explore_thresholds, pareto_front
-from sparse_lc.apis import CalibrationWarning
-from sparse_lc.evaluation.operating_point import (OperatingPoint, apply_operating_point, operating_point_path,
-                                       read_operating_point, save_operating_point)
-from test_equivalence import assert_same_result, run_both
+from sparse_lc.testing import assert_sparse_matches_dense
+
+from conftest import make_cascade, random_images
 
 
 # ----------------------------------------------------------------------------- thresholds
@@ -59,11 +65,14 @@ def test_two_thresholds_and_temperatures_decide_as_documented():
 def test_sparse_equals_dense_with_two_thresholds_temperatures_and_halo(rho, temperatures, halo):
     model = make_cascade(dilations=(2, 4), seed=7, halo=halo).eval()
     model.temperatures = temperatures
-    sparse, dense = run_both(model, random_images(seed=11), rho=rho)
-    assert_same_result(sparse, dense)
-    assert sparse.hard_masks[1].any()
+    images = random_images(seed=11)
+    assert_sparse_matches_dense(model, images, rhos=[rho], halos=(halo,), hard_shares=(), gradients=False,
+                                dtype=torch.float32)
+    with torch.no_grad():
+        result = model(images, rho=rho)
+    assert result.hard_masks[1].any()
     if halo:
-        assert (sparse.active_masks[1] & ~sparse.hard_masks[0]).any()
+        assert (result.active_masks[1] & ~result.hard_masks[0]).any()
 
 
 def test_temperatures_are_validated():
@@ -166,7 +175,8 @@ def test_calibrate_fits_an_overconfident_model_and_meets_its_criterion():
 # --------------------------------------------------------------------- the operating point
 def _checkpoint(tmp_path, halo=0):
     overrides = ["model.backbone=tiny", "model.num_classes=6", "model.head_channels=8", f"model.halo={halo}",
-                 "data.synthetic.num_val=2", "data.synthetic.num_calib=2", "data.calib_split=calib", "data.synthetic.size=[32,40]"]
+                 "data.synthetic.num_val=2", "data.synthetic.num_calib=2", "data.calib_split=calib",
+                 "data.synthetic.size=[32,40]"]
     cfg = load_config(overrides=overrides)
     model = build_model(cfg["model"])
     ckpt = tmp_path / "final.pth"

@@ -5,17 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_cascade, random_images
 from sparse_lc.cascade import top_confidence
 from sparse_lc.ops import SparseFeatures, pair_counts, spconv_algo
 from sparse_lc.ops import sparse as sparse_ops
+
+from conftest import make_cascade, random_images
 
 
 def test_rho_one_sends_every_pixel_through_every_stage(tiny_model):
     result = tiny_model(random_images(), rho=1.0)
     assert all(m.all() for m in result.active_masks + result.hard_masks)
     assert result.stage_shares == (0.0, 0.0, 1.0)
-    assert all(l.abs().sum(1).gt(0).all() for l in result.stage_logits)
+    assert all(logits.abs().sum(1).gt(0).all() for logits in result.stage_logits)
 
 
 def test_rho_zero_decides_every_pixel_in_stage_one(tiny_model):
@@ -117,10 +118,12 @@ def test_predict_takes_opencv_images(tiny_model):
     manual = (torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() - mean[:, None, None]) / std[:, None, None]
     expected = tiny_model(manual, rho=0.9).logits
     torch.testing.assert_close(tiny_model.predict(bgr, rho=0.9).logits, expected, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(tiny_model.predict(rgb, rho=0.9, channel_order="rgb").logits, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tiny_model.predict(rgb, rho=0.9, channel_order="rgb").logits, expected,
+                               atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(tiny_model.predict([bgr, bgr], rho=0.9).logits[1:], expected, atol=1e-4, rtol=1e-4)
     chw = torch.from_numpy(rgb.copy()).permute(2, 0, 1)
-    torch.testing.assert_close(tiny_model.predict(chw, rho=0.9, channel_order="rgb").logits, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tiny_model.predict(chw, rho=0.9, channel_order="rgb").logits, expected,
+                               atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("bad, message", [

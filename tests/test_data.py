@@ -9,8 +9,18 @@ import pytest
 import torch
 
 from sparse_lc import load_config
-from sparse_lc.data import (CityscapesDataset, DataError, FolderDataset, SyntheticShapes, TrainTransform,
-                            VOCDataset, build_dataset, check_dataset, read_label, write_label)
+from sparse_lc.data import (
+    CityscapesDataset,
+    DataError,
+    FolderDataset,
+    SyntheticShapes,
+    TrainTransform,
+    VOCDataset,
+    build_dataset,
+    check_dataset,
+    read_label,
+    write_label,
+)
 from sparse_lc.data.palettes import voc_palette
 from sparse_lc.data.transforms import random_crop, random_scale
 

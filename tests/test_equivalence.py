@@ -11,10 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import IRNV2_SMALL, make_cascade, random_images
 from sparse_lc import LayerCascade, build_backbone, list_backbones
 from sparse_lc.backbones import backbone_info
 from sparse_lc.testing import assert_sparse_matches_dense, randomize_weights
+
+from conftest import IRNV2_SMALL, make_cascade, random_images
 
 
 def small_model(name: str, seed: int = 0) -> LayerCascade:

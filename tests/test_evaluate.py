@@ -8,16 +8,15 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 
-from conftest import make_cascade, random_images
 from sparse_lc import build_model, load_config
-from sparse_lc.checkpoint import save_checkpoint
-from sparse_lc.data import SyntheticShapes, EvalTransform
 from sparse_lc.analysis import DenseMacs, count_macs
-from sparse_lc.evaluation import evaluate
-from sparse_lc.evaluation import boundary_mask, confusion_matrix, metrics_from_confusion
+from sparse_lc.checkpoint import save_checkpoint
+from sparse_lc.data import EvalTransform, SyntheticShapes
+from sparse_lc.evaluation import boundary_mask, confusion_matrix, evaluate, metrics_from_confusion
+
+from conftest import make_cascade, random_images
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 

@@ -18,7 +18,7 @@ def code_blocks(text: str):
 def test_the_extending_page_runs_as_written(tmp_path):
     blocks = code_blocks(open(DOC, encoding="utf-8").read())
     files = {}
-    for language, code in blocks:
+    for _, code in blocks:
         first = code.splitlines()[0]
         if first.startswith("# file: "):
             files[first[len("# file: "):].strip()] = code

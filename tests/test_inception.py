@@ -6,9 +6,10 @@ import itertools
 import pytest
 import torch
 
-from conftest import IRNV2_SMALL, make_cascade, random_images
 from sparse_lc.ops import DenseFeatures, SparseFeatures, concat
 from sparse_lc.ops import sparse as sparse_ops
+
+from conftest import IRNV2_SMALL, make_cascade, random_images
 
 
 def _random_active_map(seed: int, shape=(2, 3, 7, 9), share: float = 0.6):

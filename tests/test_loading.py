@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from sparse_lc import load_config, load_model
+from sparse_lc.apis import BUNDLED_CHECKPOINT, class_names_and_palette
 from sparse_lc.checkpoint import CheckpointError, save_checkpoint
 from sparse_lc.data import DataError, read_photo
-from sparse_lc.apis import BUNDLED_CHECKPOINT, class_names_and_palette
 
 
 def test_bundled_model_is_trained_and_complete():

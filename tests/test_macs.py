@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import IRNV2_SMALL, make_cascade, random_images
 from sparse_lc.ops import MacCounter
+
+from conftest import IRNV2_SMALL, make_cascade, random_images
 
 BACKBONES = {"tiny": dict(backbone="tiny"), "resnet18": dict(backbone="resnet18"), "irnv2": IRNV2_SMALL}
 

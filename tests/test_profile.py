@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import make_cascade, random_images
+from sparse_lc.analysis import layer_stages, profile_macs
 from sparse_lc.cli import main
-from sparse_lc.analysis import profile_macs
-from sparse_lc.analysis import layer_stages
+
+from conftest import make_cascade, random_images
 
 
 def flop_counter_macs(model, image, **kwargs) -> int:
@@ -20,7 +20,7 @@ def flop_counter_macs(model, image, **kwargs) -> int:
 
 
 def conv_macs(report, which: str) -> float:
-    return sum(getattr(l, which) for l in report.layers if l.kind == "conv")
+    return sum(getattr(layer, which) for layer in report.layers if layer.kind == "conv")
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "resnet18"])
@@ -41,7 +41,7 @@ def test_stages_sum_the_layers_and_stage_one_is_dense():
     report = profile_macs(model, [random_images(1, 48, 48, seed=s) for s in range(3)], rho=0.9)
     assert report.num_images == 3
     for stage in report.stages:
-        assert stage.dense_macs == pytest.approx(sum(l.dense_macs for l in report.layers if l.stage == stage.name))
+        assert stage.dense_macs == pytest.approx(sum(x.dense_macs for x in report.layers if x.stage == stage.name))
     s1 = report.stages[0]
     assert s1.active_fraction == 1.0 and s1.sparse_macs == s1.dense_macs
     assert report.stages[2].active_fraction <= report.stages[1].active_fraction

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from sparse_lc import load_config
-from sparse_lc.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_info, register_backbone
+from sparse_lc.backbones import backbone_info, register_backbone
+from sparse_lc.backbones.base import IMAGENET_MEAN, IMAGENET_STD
 from sparse_lc.cli import main
 from sparse_lc.data import DATASETS, build_dataset
 from sparse_lc.errors import ConfigError, DataError, UnknownNameError
@@ -22,7 +23,8 @@ def test_registry_suggests_close_matches_and_refuses_twins():
     things.register("beta")(2)
     assert things.names() == ["alpha", "beta"] and "alpha" in things and len(things) == 2
     assert things.get("beta") == 2 and things.info("alpha") == {"colour": "red"}
-    with pytest.raises(UnknownNameError, match=r"unknown thing 'alpah' \(did you mean alpha\?\); available: alpha, beta"):
+    with pytest.raises(UnknownNameError,
+                       match=r"unknown thing 'alpah' \(did you mean alpha\?\); available: alpha, beta"):
         things.get("alpah")
     with pytest.raises(ValueError, match="registered twice"):
         things.register("alpha", 3)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomize_weights as randomize
 from sparse_lc import build_model, load_config
 from sparse_lc.ops import DenseFeatures
+
+from conftest import randomize_weights as randomize
 
 pytestmark = pytest.mark.timm
 

@@ -12,15 +12,16 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_cascade, random_images
 from sparse_lc import load_config
 from sparse_lc.checkpoint import load_checkpoint
+from sparse_lc.data import labels_on_grid
 from sparse_lc.training import TrainingDiverged, train
 from sparse_lc.training import loop as train_module
-from sparse_lc.utils.distributed import DistInfo
-from sparse_lc.data import labels_on_grid
 from sparse_lc.training.losses import cascade_loss
 from sparse_lc.training.schedule import build_phases, set_trainable
+from sparse_lc.utils.distributed import DistInfo
+
+from conftest import make_cascade, random_images
 
 HERE = os.path.dirname(__file__)
 
@@ -125,7 +126,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 def test_nan_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
     from sparse_lc.cli import main
     monkeypatch.setattr(train_module, "cascade_loss",
-                        lambda r, l, w: (r.stage_logits[0].sum() * float("inf"), torch.zeros(3)))
+                        lambda result, labels, weights: (result.stage_logits[0].sum() * float("inf"), torch.zeros(3)))
     args = [os.devnull, "--work-dir", str(tmp_path), "--no-progress"] + [a for o in SMALL for a in ("--set", o)]
     assert main(["train", *args]) == 1
     err = capsys.readouterr().err.strip()
@@ -267,7 +268,7 @@ def test_loss_covers_only_the_pixels_each_stage_decides():
     labels = torch.randint(0, 5, (2, 32, 40))
     loss, per_stage = cascade_loss(result, labels)
     loss.backward()
-    grads = [l.grad.abs().sum(1) > 0 for l in result.stage_logits]  # [B, h, w]
+    grads = [logits.grad.abs().sum(1) > 0 for logits in result.stage_logits]  # [B, h, w]
     assert grads[0].all()
     assert torch.equal(grads[1], hard1) and torch.equal(grads[2], hard2)
     assert (per_stage > 0).all()

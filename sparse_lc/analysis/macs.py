@@ -126,8 +126,8 @@ def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optio
     n = num_images
     layers = [LayerProfile(name, stage_of[name], kinds[name], d / n, s / n, a / p if p else 0.0)
               for name, (d, s, a, p) in totals.items()]
-    stages = [StageProfile(stage, sum(l.dense_macs for l in layers if l.stage == stage),
-                           sum(l.sparse_macs for l in layers if l.stage == stage), float(active[k]) / pixels)
+    stages = [StageProfile(stage, sum(x.dense_macs for x in layers if x.stage == stage),
+                           sum(x.sparse_macs for x in layers if x.stage == stage), float(active[k]) / pixels)
               for k, stage in enumerate(STAGES)]
     dense_total, sparse_total = sum(s.dense_macs for s in stages), sum(s.sparse_macs for s in stages)
     return ProfileReport(rho, n, dense_total, sparse_total, dense_total / sparse_total, stages, layers)

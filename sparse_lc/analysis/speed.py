@@ -3,14 +3,16 @@
 Method (timm's benchmark.py habits): a fixed thread count, warm-up runs, then repetitions in
 which the sparse and the dense run alternate, so both see the same machine load (each timed
 pass right after an untimed one of the same kind, so neither inherits the other's cache and
-allocator state); medians with the interquartile range. Per section of the forward pass (stage 1, stage 2, stage 3, assembly)
-the time comes from :mod:`sparse_lc.timing`. The dense run is the same model with every stage
+allocator state); medians with the interquartile range. Per section of the forward pass
+(stage 1, stage 2, stage 3, assembly) the time comes from :mod:`sparse_lc.utils.timing`. The
+dense run is the same model with every stage
 and head on every pixel (rho = 1, plain dense convolutions). Hard pixels come either from the
 model's confidences at ``rho`` or, to measure speed independently of training, from clustered
 synthetic masks with exact shares (``hard_shares``; the cascade then skips computing its two
 confidence maps, a softmax over each map, which the dense run still does: a small bias in
-the cascade's favour). ``ideal_speedup`` is the MAC ratio of the whole model; ``stage23`` compares the time and MAC ratios of stages 2-3 alone, overheads
-included (building the sparse tensor and rulebooks, gather, scatter).
+the cascade's favour). ``ideal_speedup`` is the MAC ratio of the whole model; ``stage23``
+compares the time and MAC ratios of stages 2-3 alone, overheads included (building the sparse
+tensor and rulebooks, gather, scatter).
 """
 from __future__ import annotations
 

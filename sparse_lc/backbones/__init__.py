@@ -1,10 +1,8 @@
 """Backbones split into three stages, built by name from a registry."""
 from . import inception_resnet_v2, resnet, tiny  # noqa: F401  (registers the backbones)
-from .base import (BACKBONES, IMAGENET_MEAN, IMAGENET_STD, BackboneInfo, CascadeBackbone, backbone_info,
-                   build_backbone, list_backbones, register_backbone)
+from .base import BackboneInfo, CascadeBackbone, backbone_info, build_backbone, list_backbones, register_backbone
 from .inception_resnet_v2 import InceptionResNetV2OS8
 from .resnet import ResNetOS8, load_torchvision_resnet
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "BackboneInfo", "CascadeBackbone", "InceptionResNetV2OS8",
-           "ResNetOS8", "backbone_info", "build_backbone", "list_backbones", "load_torchvision_resnet",
-           "register_backbone"]
+__all__ = ["BackboneInfo", "CascadeBackbone", "InceptionResNetV2OS8", "ResNetOS8", "backbone_info", "build_backbone",
+           "list_backbones", "load_torchvision_resnet", "register_backbone"]

@@ -110,8 +110,9 @@ class InceptionResNetV2OS8(CascadeBackbone):
         return self.conv2d_7b(self.block8(run_blocks(x, self.repeat_2)))              # [B, 1536, h, w]
 
 
-@register_backbone("inception_resnet_v2", pixel_mean=INCEPTION_MEAN, pixel_std=INCEPTION_STD, weights_layout="timm",
-                   weights_file="inception_resnet_v2.pth", small_args={"width": 1 / 16, "depths": (1, 2, 2)})
+@register_backbone("inception_resnet_v2", pixel_mean=INCEPTION_MEAN, pixel_std=INCEPTION_STD,
+                   weights_layout="timm", weights_file="inception_resnet_v2.pth",
+                   small_args={"width": 1 / 16, "depths": (1, 2, 2)})
 def inception_resnet_v2(depths: Sequence[int] = PAPER_DEPTHS, width: float = 1.0,
                         dilations: Tuple[int, int] = (2, 4),
                         aspp_rates: Optional[Sequence[int]] = None) -> InceptionResNetV2OS8:
@@ -119,8 +120,8 @@ def inception_resnet_v2(depths: Sequence[int] = PAPER_DEPTHS, width: float = 1.0
     return InceptionResNetV2OS8(tuple(depths), width, tuple(dilations), aspp_rates)
 
 
-@register_backbone("inception_resnet_v2_full", pixel_mean=INCEPTION_MEAN, pixel_std=INCEPTION_STD, weights_layout="timm",
-                   weights_file="inception_resnet_v2.pth", small_args={"width": 1 / 16})
+@register_backbone("inception_resnet_v2_full", pixel_mean=INCEPTION_MEAN, pixel_std=INCEPTION_STD,
+                   weights_layout="timm", weights_file="inception_resnet_v2.pth", small_args={"width": 1 / 16})
 def inception_resnet_v2_full(width: float = 1.0, dilations: Tuple[int, int] = (2, 4),
                              aspp_rates: Optional[Sequence[int]] = None) -> InceptionResNetV2OS8:
     """timm's (ImageNet) depths, 10 / 20 / 10 blocks: every weight of timm's file is used."""

@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import argparse
 
-from .options import (add_device_option, add_json_option, add_model_options, add_rho_option, model_from_args,
-                      print_reports)
+from .options import (
+    add_device_option,
+    add_json_option,
+    add_model_options,
+    add_rho_option,
+    model_from_args,
+    print_reports,
+)
 
 SUMMARY = "time the cascade against the same model run dense"
 DESCRIPTION = ("End-to-end speed: the cascade (sparse stages 2-3) against the same model with every stage on every "
                "pixel, per section (stage 1, 2, 3, assembly) and in total, with the MAC ratio as the limit, images "
-               "per second and peak memory. Batch norm is folded into the convs first (both runs), unless --no-fuse. Hard "
-               "pixels come from the model's confidences at --rho (a trained model), or from clustered synthetic "
-               "masks of given shares (--hard-share, --sweep: any weights).")
+               "per second and peak memory. Batch norm is folded into the convs first (both runs), unless "
+               "--no-fuse. Hard pixels come from the model's confidences at --rho (a trained model), or from "
+               "clustered synthetic masks of given shares (--hard-share, --sweep: any weights).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,8 +6,14 @@ import dataclasses
 import json
 import os
 
-from .options import (add_config_argument, add_json_option, add_out_option, add_run_options, model_from_args,
-                      parse_threshold)
+from .options import (
+    add_config_argument,
+    add_json_option,
+    add_out_option,
+    add_run_options,
+    model_from_args,
+    parse_threshold,
+)
 
 SUMMARY = "fit stage temperatures and choose (rho_1, rho_2) on data"
 DESCRIPTION = ("Fit one softmax temperature per stage on the calibration split (data.calib_split) by minimising NLL, "
@@ -30,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "e.g. the dense baseline (default: this model's best on the grid)")
     parser.add_argument("--grid", type=parse_threshold, nargs="+", default=None, metavar="R",
                         help="thresholds to try for each of rho_1 and rho_2 (default: 0.5 ... 0.999 and 1)")
-    add_out_option(parser, "folder for thresholds.json, pareto.png, reliability_s*.png (default: CKPT_STEM_calibration)")
+    add_out_option(parser, "folder for thresholds.json, pareto.png, reliability_s*.png "
+                           "(default: CKPT_STEM_calibration)")
     add_json_option(parser, "the operating point as JSON instead of the table")
     add_run_options(parser)
 

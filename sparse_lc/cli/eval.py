@@ -5,8 +5,15 @@ import argparse
 import json
 import os
 
-from .options import (add_calibration_option, add_config_argument, add_json_option, add_out_option, add_rho_option,
-                      add_run_options, model_from_args)
+from .options import (
+    add_calibration_option,
+    add_config_argument,
+    add_json_option,
+    add_out_option,
+    add_rho_option,
+    add_run_options,
+    model_from_args,
+)
 
 SUMMARY = "evaluate a checkpoint at one or more rho"
 DESCRIPTION = ("mIoU, per-class IoU, accuracy, per-stage statistics and MACs on the validation split of CONFIG, for "

@@ -5,8 +5,14 @@ import argparse
 import json
 import sys
 
-from .options import (add_json_option, add_model_options, add_out_option, add_rho_option, add_run_options,
-                      model_from_args)
+from .options import (
+    add_json_option,
+    add_model_options,
+    add_out_option,
+    add_rho_option,
+    add_run_options,
+    model_from_args,
+)
 
 SUMMARY = "segment image files or folders"
 DESCRIPTION = ("Segment images (jpg, png, bmp, tif; 8 or 16 bit; gray, BGR or BGRA). Per image: NAME_label.png "

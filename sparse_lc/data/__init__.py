@@ -11,5 +11,6 @@ from .voc import VOCDataset
 
 __all__ = ["DATASETS", "IGNORE_INDEX", "CityscapesDataset", "DataError", "DataProblem", "EvalTransform",
            "FolderDataset", "SegDataset", "SyntheticShapes", "TrainTransform", "VOCDataset", "build_dataset",
-           "check_dataset", "labels_on_grid", "read_image", "read_label", "read_photo", "register_dataset", "render_scene",
+           "check_dataset", "labels_on_grid", "read_image", "read_label", "read_photo", "register_dataset",
+           "render_scene",
            "write_label"]

@@ -1,9 +1,16 @@
 """Evaluation: metrics from a confusion matrix, temperature fitting, threshold search, operating points."""
 from .eval_loop import EvalCounts, EvalResult, evaluate
 from .metrics import boundary_mask, confusion_matrix, metrics_from_confusion
-from .operating_point import (CalibrationReport, OperatingPoint, apply_operating_point, calibrate,
-                              find_operating_point, operating_point_path, read_operating_point,
-                              save_operating_point)
+from .operating_point import (
+    CalibrationReport,
+    OperatingPoint,
+    apply_operating_point,
+    calibrate,
+    find_operating_point,
+    operating_point_path,
+    read_operating_point,
+    save_operating_point,
+)
 from .temperature import Reliability, fit_temperature, fit_temperatures, reliability_of
 from .thresholds import DEFAULT_GRID, ThresholdPoint, choose_thresholds, explore_thresholds, pareto_front
 

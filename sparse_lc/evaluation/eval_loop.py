@@ -118,9 +118,11 @@ class EvalCounts:
 
 @torch.no_grad()
 def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[Rho],
-             info: DistInfo = DistInfo(), progress: bool = True) -> List[EvalResult]:
+             info: Optional[DistInfo] = None, progress: bool = True) -> List[EvalResult]:
     """Evaluate ``model`` at every rho in ``rhos`` (one trained model, no retraining); each
-    rho is one threshold or a pair (:data:`~sparse_lc.cascade.Rho`)."""
+    rho is one threshold or a pair (:data:`~sparse_lc.cascade.Rho`). ``info``: this process's
+    share of the images under torchrun (default: one process, every image)."""
+    info = DistInfo() if info is None else info
     device = next(model.parameters()).device
     dense_macs = DenseMacs(model)
     rhos = list(dict.fromkeys(canonical_rho(rho) for rho in rhos))  # 0.9 and [0.9, 0.9] are one

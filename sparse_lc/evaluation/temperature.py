@@ -127,7 +127,7 @@ def collect_stage_pixels(model: LayerCascade, dataset: SegDataset, rho: Rho,
     finally:
         model.temperatures = temperatures
     k = model.num_classes
-    return [(torch.cat([l for l, _ in pairs]) if pairs else torch.zeros(0, k),
+    return [(torch.cat([logits for logits, _ in pairs]) if pairs else torch.zeros(0, k),
              torch.cat([t for _, t in pairs]) if pairs else torch.zeros(0, dtype=torch.long))
             for pairs in collected]
 

@@ -124,7 +124,8 @@ def choose_thresholds(points: Sequence[ThresholdPoint], reference_miou: float,
         if not ok:
             best = max(points, key=lambda p: p.miou)
             raise ValueError(f"no thresholds on the grid keep mIoU above {100 * floor:.1f} (the reference "
-                             f"{100 * reference_miou:.1f} minus {max_drop:g}); the best is {100 * best.miou:.1f} at rho {best.rho}")
+                             f"{100 * reference_miou:.1f} minus {max_drop:g}); the best is {100 * best.miou:.1f} "
+                             f"at rho {best.rho}")
         return min(ok, key=lambda p: (p.macs, -p.miou))
     ok = [p for p in points if p.macs_ratio <= budget]
     if not ok:

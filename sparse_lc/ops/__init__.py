@@ -1,7 +1,7 @@
 """Feature containers: a dense map (optionally masked) and spconv sparse rows, same interface."""
 from .dense import DenseFeatures
-from .mac_counter import MacCounter, MacRecord
 from .features import Features, batch_norm_rows, check_submanifold_conv, concat, run_sequential
+from .mac_counter import MacCounter, MacRecord
 from .sparse import SparseFeatures, pair_counts, rulebook_key, spconv_algo
 
 __all__ = ["DenseFeatures", "Features", "MacCounter", "MacRecord", "SparseFeatures", "batch_norm_rows",

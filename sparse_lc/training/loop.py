@@ -29,8 +29,17 @@ from ..visualization import save_eval_report
 from .losses import cascade_loss
 from .sampler import ResumableBatchSampler
 from .schedule import Phase, build_optimizer, build_phases, phase_at, poly_schedule, set_trainable
-from .workdir import (CONFIG, FINAL, LATEST, LOG, JsonlLog, checkpoint_state, remove_stale_temporaries, restore,
-                      resume_checkpoint)
+from .workdir import (
+    CONFIG,
+    FINAL,
+    LATEST,
+    LOG,
+    JsonlLog,
+    checkpoint_state,
+    remove_stale_temporaries,
+    restore,
+    resume_checkpoint,
+)
 
 
 def _wrap(model: LayerCascade, info: DistInfo) -> torch.nn.Module:

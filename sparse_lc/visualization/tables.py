@@ -30,7 +30,8 @@ def eval_table(results: List[EvalResult]) -> str:
         lines.append(f"{format_rho(r.rho):>10} {_pct(r.miou):>6} {_pct(r.pixel_acc):>6} | {_pct(r.stage_share[0]):>8} "
                      f"{_pct(r.stage_share[1])} {_pct(r.stage_share[2])} | {_pct(r.stage_accuracy[0]):>6} "
                      f"{_pct(r.stage_accuracy[1])} {_pct(r.stage_accuracy[2])} | {_pct(r.boundary_share):>8} | "
-                     f"{r.macs_cascade / 1e9:7.3f} {r.macs_dense / 1e9:7.3f} {r.macs_dense / r.macs_cascade:5.2f}x | {ece}")
+                     f"{r.macs_cascade / 1e9:7.3f} {r.macs_dense / 1e9:7.3f} {r.macs_dense / r.macs_cascade:5.2f}x | "
+                     f"{ece}")
     return "\n".join(lines)
 
 
@@ -74,7 +75,7 @@ def segment_table(records: List[SegmentRecord]) -> str:
 
 
 def profile_table(report: ProfileReport, layers: bool) -> str:
-    rows = [(l.name, l.dense_macs, l.sparse_macs, l.active_fraction) for l in report.layers] if layers else []
+    rows = [(x.name, x.dense_macs, x.sparse_macs, x.active_fraction) for x in report.layers] if layers else []
     rows += [(s.name, s.dense_macs, s.sparse_macs, s.active_fraction) for s in report.stages]
     rows.append(("total", report.dense_macs, report.sparse_macs, None))
     width = max(len(r[0]) for r in rows)
@@ -104,7 +105,8 @@ def bench_table(reports: List[BenchReport]) -> str:
             lines.append(f"{s.name:<9} {1e3 * s.dense_s:9.1f} {1e3 * s.sparse_s:9.1f} {speedup} "
                          f"{100 * s.active_fraction:6.1f}%")
         lines.append(f"{'total':<9} {1e3 * r.dense_s:9.1f} {1e3 * r.sparse_s:9.1f} {r.speedup:7.2f}x   "
-                     f"(MAC limit {r.ideal_speedup:.2f}x; spread {1e3 * r.dense_iqr_s:.1f} / {1e3 * r.sparse_iqr_s:.1f} ms)")
+                     f"(MAC limit {r.ideal_speedup:.2f}x; spread {1e3 * r.dense_iqr_s:.1f} / "
+                     f"{1e3 * r.sparse_iqr_s:.1f} ms)")
         s23 = r.stage23
         if s23["mac_ratio"] is None:
             lines.append("stages 2-3: no hard pixel, skipped")
