@@ -1,5 +1,5 @@
 """The ``sparse-lc`` command line: one module per subcommand, each with ``add_arguments(parser)``
-and ``run(args) -> exit code``; :mod:`.options` declares the options they share, :mod:`.main`
+and ``run(args) -> exit code``; :mod:`.options` declares the options they share, :mod:`.entry`
 builds the parser and turns errors into one line and an exit code.
 
 Parsing imports only argparse and these small modules; a subcommand imports the library (torch,
