@@ -19,88 +19,121 @@ import copy
 import difflib
 import importlib
 import os
+import re
 import sys
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence
+import warnings
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
 from .backbones import backbone_info
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, ConfigWarning, UnknownNameError
+from .schema import (
+    Boolean,
+    Check,
+    Choice,
+    Invalid,
+    ListOf,
+    Mapping,
+    Maybe,
+    Number,
+    Range,
+    Text,
+    Threshold,
+    rgb,
+    size_pair,
+)
 
 __all__ = ["DEFAULTS", "KEYS", "ConfigError", "apply_override", "config_from_dict", "dump_config",
-           "import_custom_modules", "load_config", "merge", "resolve"]
+           "import_custom_modules", "check_training", "load_config", "merge", "resolve", "validate"]
 
 
 class Key(NamedTuple):
-    """One config key: its dotted name, default and a one-line description."""
+    """One config key: its dotted name, default, the values it takes, and a one-line description."""
 
     name: str
     default: Any
+    check: Check
     help: str
-    free_form: bool = False  # a mapping or list taken as a whole (its entries are not checked)
+    free_form: bool = False  # a mapping or list taken as a whole (its entries are not merged key by key)
 
+
+WHOLE_0, WHOLE_1 = Number(0, whole=True), Number(1, whole=True)
+POSITIVE = Number(0, low_open=True)
+PATH = Maybe(Text())
 
 KEYS: Sequence[Key] = (
-    Key("custom_imports", [], "Python modules imported before anything is built (user code that registers "
-        "a backbone, dataset or train mode), looked up on sys.path, in the current folder and beside the "
+    Key("custom_imports", [], ListOf(Text()), "Python modules imported before anything is built (user code that "
+        "registers a backbone, dataset or train mode), looked up on sys.path, in the current folder and beside the "
         "config file", free_form=True),
-    Key("model.backbone", "resnet18", "a registered backbone (`sparse-lc list`)"),
-    Key("model.backbone_args", {}, "keyword arguments of the backbone factory, e.g. `{dilations: [2, 4]}`",
-        free_form=True),
-    Key("model.num_classes", 21, "K, the number of classes"),
-    Key("model.head_channels", 128, "hidden width of each stage's two-conv classifier"),
-    Key("model.rho", 0.985, "default threshold, or `[rho_1, rho_2]`: a pixel whose top softmax score is "
-        "<= rho goes on to the next stage (a calibration file beside a checkpoint overrides it)"),
-    Key("model.halo", 0, "context pixels added around each later stage's hard pixels"),
-    Key("model.pretrained", None, "local file of ImageNet weights in the backbone's layout (torchvision "
-        "or timm state_dict), loaded into the backbone; never downloaded"),
-    Key("model.pixel_mean", None, "RGB mean on the 0-255 scale; null: what the backbone's pretrained "
-        "weights expect (registered with the backbone; ImageNet's for torchvision ResNets)"),
-    Key("model.pixel_std", None, "RGB standard deviation on the 0-255 scale; null: the backbone's"),
-    Key("data.type", "synthetic", "a registered dataset: voc | cityscapes | folder | synthetic"),
-    Key("data.root", None, "dataset folder (not used by synthetic)"),
-    Key("data.classes", None, "class names (folder datasets)", free_form=True),
-    Key("data.palette", None, "`[[r, g, b], ...]` per class (folder datasets; default VOC's colours)",
-        free_form=True),
-    Key("data.train_split", "train", "split trained on"),
-    Key("data.val_split", "val", "split evaluated on"),
-    Key("data.calib_split", "val", "split `sparse-lc calibrate` fits temperatures and picks thresholds on"),
-    Key("data.voc_aug", False, "VOC: train on SegmentationClassAug (10,582 images)"),
-    Key("data.voc_aug_list", "ImageSets/Segmentation/train_aug.txt", "VOC: the id list of the aug set, "
+    Key("model.backbone", "resnet18", Text(), "a registered backbone (`sparse-lc list`)"),
+    Key("model.backbone_args", {}, Mapping(), "keyword arguments of the backbone factory, e.g. "
+        "`{dilations: [2, 4]}`", free_form=True),
+    Key("model.num_classes", 21, Number(1, 255, whole=True), "K, the number of classes (label 255 is ignored)"),
+    Key("model.head_channels", 128, WHOLE_1, "hidden width of each stage's two-conv classifier"),
+    Key("model.rho", 0.985, Threshold(), "default threshold, or `[rho_1, rho_2]`: a pixel whose top softmax score "
+        "is <= rho goes on to the next stage (a calibration file beside a checkpoint overrides it)"),
+    Key("model.halo", 0, WHOLE_0, "context pixels added around each later stage's hard pixels"),
+    Key("model.pretrained", None, PATH, "local file of ImageNet weights in the backbone's layout (torchvision or "
+        "timm state_dict), loaded into the backbone; never downloaded"),
+    Key("model.pixel_mean", None, Maybe(ListOf(Number(), length=3, expected="[r, g, b], three numbers")),
+        "RGB mean on the 0-255 scale; null: what the backbone's pretrained weights expect (registered with the "
+        "backbone; ImageNet's for torchvision ResNets)"),
+    Key("model.pixel_std", None, Maybe(ListOf(POSITIVE, length=3, expected="[r, g, b], three numbers > 0")),
+        "RGB standard deviation on the 0-255 scale; null: the backbone's"),
+    Key("data.type", "synthetic", Text(), "a registered dataset: voc | cityscapes | folder | synthetic"),
+    Key("data.root", None, PATH, "dataset folder (not used by synthetic)"),
+    Key("data.classes", None, Maybe(ListOf(Text(), min_length=1, unique=True,
+                                           expected="a list of distinct class names, e.g. [road, car]")),
+        "class names (folder datasets): "
+        "as many as model.num_classes", free_form=True),
+    Key("data.palette", None, Maybe(ListOf(rgb(), min_length=1, expected="a list of [r, g, b] colours")),
+        "`[[r, g, b], ...]` per class (folder datasets; "
+        "default VOC's colours)", free_form=True),
+    Key("data.train_split", "train", Text(), "split trained on"),
+    Key("data.val_split", "val", Text(), "split evaluated on"),
+    Key("data.calib_split", "val", Text(), "split `sparse-lc calibrate` fits temperatures and picks thresholds on"),
+    Key("data.voc_aug", False, Boolean(), "VOC: train on SegmentationClassAug (10,582 images)"),
+    Key("data.voc_aug_list", "ImageSets/Segmentation/train_aug.txt", Text(), "VOC: the id list of the aug set, "
         "relative to the VOC2012 folder"),
-    Key("data.num_workers", 2, "DataLoader worker processes"),
-    Key("data.synthetic.num_train", 1000, "synthetic: training scenes"),
-    Key("data.synthetic.num_val", 100, "synthetic: validation scenes"),
-    Key("data.synthetic.num_calib", 100, "synthetic: calibration scenes (split `calib`)"),
-    Key("data.synthetic.size", [128, 128], "synthetic: scene size `[H, W]`"),
-    Key("data.synthetic.seed", 0, "synthetic: scene seed"),
-    Key("data.synthetic.num_objects", [2, 5], "synthetic: objects per scene, `[min, max]`"),
-    Key("data.synthetic.radius_range", [0.14, 0.30], "synthetic: object radius as a share of the scene side"),
-    Key("train.mode", "lc", "a registered train mode: lc (the paper) | dense (deep supervision only) | "
+    Key("data.num_workers", 2, WHOLE_0, "DataLoader worker processes (0: load in the main process)"),
+    Key("data.synthetic.num_train", 1000, WHOLE_1, "synthetic: training scenes"),
+    Key("data.synthetic.num_val", 100, WHOLE_1, "synthetic: validation scenes"),
+    Key("data.synthetic.num_calib", 100, WHOLE_1, "synthetic: calibration scenes (split `calib`)"),
+    Key("data.synthetic.size", [128, 128], size_pair(8), "synthetic: scene size `[H, W]`"),
+    Key("data.synthetic.seed", 0, WHOLE_0, "synthetic: scene seed"),
+    Key("data.synthetic.num_objects", [2, 5], Range(Number(0, whole=True), strict=True),
+        "synthetic: objects per scene, from the first number up to one less than the second"),
+    Key("data.synthetic.radius_range", [0.14, 0.30], Range(Number(0, 1, low_open=True)),
+        "synthetic: object radius as a share of the scene's shorter side"),
+    Key("train.mode", "lc", Text(), "a registered train mode: lc (the paper) | dense (deep supervision only) | "
         "mc (model cascade)"),
-    Key("train.iters", 20000, "iterations in all"),
-    Key("train.warmup_iters", 5000, "lc: deep-supervision iterations (rho = 1) before the cascade"),
-    Key("train.batch_size", 8, "images per iteration and process"),
-    Key("train.crop_size", [512, 512], "training crop `[H, W]`"),
-    Key("train.scale_range", [0.5, 2.0], "random rescaling range"),
-    Key("train.flip", True, "random horizontal flips"),
-    Key("train.optimizer", "sgd", "sgd | adamw"),
-    Key("train.lr", 0.01, "base learning rate (poly decay)"),
-    Key("train.momentum", 0.9, "SGD momentum"),
-    Key("train.weight_decay", 0.0005, "weight decay"),
-    Key("train.poly_power", 0.9, "power of the poly learning-rate decay"),
-    Key("train.freeze_bn", False, "keep every batch norm in eval mode, its parameters fixed"),
-    Key("train.stage_loss_weights", [1.0, 1.0, 1.0], "weight of each stage's loss"),
-    Key("train.execution", "auto", "auto (dense while rho = 1, else sparse) | sparse | dense"),
-    Key("train.checkpoint_interval", 1000, "iterations between checkpoints (latest.pth)"),
-    Key("train.log_interval", 20, "iterations between log records"),
-    Key("train.eval_interval", 0, "iterations between evaluations during training (0: none)"),
-    Key("train.eval_at_end", True, "evaluate the final model"),
-    Key("train.load_from", None, "start from these weights (e.g. the dense baseline's final.pth)"),
-    Key("train.seed", 0, "seed of the weights, the sampler and the augmentation"),
-    Key("eval.rhos", None, "thresholds to evaluate (default: `[model.rho, 1.0]`); an entry may be a pair",
-        free_form=True),
-    Key("work_dir", "work_dirs/default", "folder of a training run's checkpoints, log and evaluation"),
+    Key("train.iters", 20000, WHOLE_1, "iterations in all"),
+    Key("train.warmup_iters", 5000, WHOLE_0, "lc: deep-supervision iterations (rho = 1) before the cascade; "
+        "at most train.iters"),
+    Key("train.batch_size", 8, WHOLE_1, "images per iteration and process"),
+    Key("train.crop_size", [512, 512], size_pair(8), "training crop `[H, W]`"),
+    Key("train.scale_range", [0.5, 2.0], Range(POSITIVE), "random rescaling range"),
+    Key("train.flip", True, Boolean(), "random horizontal flips"),
+    Key("train.optimizer", "sgd", Choice("sgd", "adamw"), "the optimizer"),
+    Key("train.lr", 0.01, POSITIVE, "base learning rate (poly decay)"),
+    Key("train.momentum", 0.9, Number(0, 1, high_open=True), "SGD momentum"),
+    Key("train.weight_decay", 0.0005, Number(0), "weight decay"),
+    Key("train.poly_power", 0.9, Number(0), "power of the poly learning-rate decay"),
+    Key("train.freeze_bn", False, Boolean(), "keep every batch norm in eval mode, its parameters fixed"),
+    Key("train.stage_loss_weights", [1.0, 1.0, 1.0], ListOf(Number(0), length=3, expected="three numbers >= 0"),
+        "weight of each stage's loss"),
+    Key("train.execution", "auto", Choice("auto", "sparse", "dense"), "auto (dense while rho = 1, else sparse) | "
+        "sparse | dense"),
+    Key("train.checkpoint_interval", 1000, WHOLE_1, "iterations between checkpoints (latest.pth)"),
+    Key("train.log_interval", 20, WHOLE_1, "iterations between log records"),
+    Key("train.eval_interval", 0, WHOLE_0, "iterations between evaluations during training (0: none)"),
+    Key("train.eval_at_end", True, Boolean(), "evaluate the final model"),
+    Key("train.load_from", None, PATH, "start from these weights (e.g. the dense baseline's final.pth)"),
+    Key("train.seed", 0, WHOLE_0, "seed of the weights, the sampler and the augmentation"),
+    Key("eval.rhos", None, Maybe(ListOf(Threshold(), min_length=1)), "thresholds to evaluate (default: "
+        "`[model.rho, 1.0]`); an entry may be a pair", free_form=True),
+    Key("work_dir", "work_dirs/default", Text(), "folder of a training run's checkpoints, log and evaluation"),
 )
 
 
@@ -119,25 +152,106 @@ DEFAULTS: Dict[str, Any] = _nest(KEYS)
 FREE_FORM = {key.name for key in KEYS if key.free_form}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2's numbers: ``1e-3`` and ``2E4`` are floats (PyYAML's YAML 1.1 rules read them
+    as text, and only ``1.0e-3`` as a number)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """A YAML document or value, numbers read as YAML 1.2 reads them."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+
+
+Sources = Dict[str, str]  # dotted key -> the file or "--set" that gave its value
+
+
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Dict[str, Any]:
     """DEFAULTS, then the file at ``path`` (and its ``_base_`` files), then ``key=value``
-    overrides; then :func:`resolve` (custom imports, the backbone's normalisation)."""
-    cfg = copy.deepcopy(DEFAULTS)
+    overrides; then every value is checked (:data:`KEYS`) and :func:`resolve` runs (custom
+    imports, the backbone's normalisation). Raises ConfigError naming the file or ``--set``,
+    the key, the value and what it takes."""
+    cfg, sources = copy.deepcopy(DEFAULTS), {}
     if path is not None:
-        merge(cfg, _read_with_bases(path, seen=()), source=path)
+        data, file_sources = _read_with_bases(path, seen=())
+        merge(cfg, data, source=path, sources=sources)
+        sources.update(file_sources)
     for item in overrides:
-        apply_override(cfg, item)
-    return resolve(cfg, search=[os.path.dirname(os.path.abspath(path))] if path else [])
+        apply_override(cfg, item, sources)
+    return resolve(validate(cfg, sources), search=[os.path.dirname(os.path.abspath(path))] if path else [])
 
 
 def config_from_dict(data: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
     """DEFAULTS, then ``data`` (e.g. the config stored in a checkpoint), then overrides; then
-    :func:`resolve`."""
-    cfg = copy.deepcopy(DEFAULTS)
-    merge(cfg, data, source=source)
+    the checks and :func:`resolve`."""
+    cfg, sources = copy.deepcopy(DEFAULTS), {}
+    merge(cfg, data, source=source, sources=sources)
     for item in overrides:
-        apply_override(cfg, item)
-    return resolve(cfg)
+        apply_override(cfg, item, sources)
+    return resolve(validate(cfg, sources))
+
+
+def validate(cfg: Dict[str, Any], sources: Optional[Sources] = None) -> Dict[str, Any]:
+    """Check every value against its key's type and range, then the combinations of keys;
+    returns ``cfg`` (whole numbers written as ``2e4`` become ints). Training's own combinations
+    are checked by :func:`check_training`."""
+    sources = sources or {}
+    for key in KEYS:
+        *path, leaf = key.name.split(".")
+        section = cfg
+        for part in path:
+            section = section[part]
+        try:
+            section[leaf] = key.check(section[leaf])
+        except Invalid as e:
+            raise ConfigError(f"{_name(sources, key.name)}: {e}") from None
+    _check_combinations(cfg, sources)
+    return cfg
+
+
+def _name(sources: Sources, key: str) -> str:
+    """``key``, prefixed with where its value came from: ``--set key`` or ``file.yaml: key``."""
+    source = sources.get(key)
+    if source is None:
+        return key
+    return source if source.startswith("--set") else f"{source}: {key}"
+
+
+def _check_combinations(cfg: Dict[str, Any], sources: Sources) -> None:
+    model, data = cfg["model"], cfg["data"]
+    if data["classes"] is not None and len(data["classes"]) != model["num_classes"]:
+        raise ConfigError(f"{_name(sources, 'data.classes')}: names {len(data['classes'])} classes but "
+                          f"model.num_classes is {model['num_classes']}: give one name per class")
+
+
+def check_training(cfg: Dict[str, Any]) -> None:
+    """The combinations only training cares about (a config loaded to evaluate or segment may
+    have been trained under other rules): ConfigError for what cannot train as meant,
+    ConfigWarning for what trains but is probably not meant."""
+    t, data = cfg["train"], cfg["data"]
+    if t["mode"] == "lc" and t["warmup_iters"] > t["iters"]:
+        raise ConfigError(f"train.warmup_iters ({t['warmup_iters']}) exceeds train.iters ({t['iters']}): mode lc "
+                          f"would never train the cascade; lower train.warmup_iters or use train.mode dense")
+    if sum(t["stage_loss_weights"]) == 0:
+        raise ConfigError("train.stage_loss_weights: all zero, nothing would be learned")
+    if t["eval_interval"] > t["iters"]:
+        warnings.warn(f"train.eval_interval ({t['eval_interval']}) exceeds train.iters ({t['iters']}): no "
+                      f"evaluation during training", ConfigWarning, stacklevel=2)
+    if data["type"] == "synthetic":
+        largest = [side * t["scale_range"][1] for side in data["synthetic"]["size"]]
+        if any(crop > side for crop, side in zip(t["crop_size"], largest)):
+            warnings.warn(f"train.crop_size {t['crop_size']} is larger than the largest rescaled synthetic scene "
+                          f"({data['synthetic']['size']} x {t['scale_range'][1]:g}): crops are padded with ignored "
+                          f"pixels", ConfigWarning, stacklevel=2)
 
 
 def resolve(cfg: Dict[str, Any], search: Sequence[str] = ()) -> Dict[str, Any]:
@@ -176,27 +290,47 @@ def import_custom_modules(names: Any, search: Sequence[str] = ()) -> None:
             raise ConfigError(f"custom_imports: importing {name!r} failed: {type(e).__name__}: {e}") from None
 
 
-def _read_with_bases(path: str, seen: tuple) -> Dict[str, Any]:
+def _read_with_bases(path: str, seen: tuple) -> Tuple[Dict[str, Any], Sources]:
+    """The file's mapping merged over its ``_base_`` files, and which file gave each value."""
     path = os.path.abspath(path)
     if path in seen:
         raise ConfigError(f"{path}: _base_ files include each other in a loop")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = parse_yaml(f) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a config is YAML text)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys, got {type(data).__name__}")
     bases = data.pop("_base_", [])
     bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of them, got {bases!r}")
     merged: Dict[str, Any] = {}
+    sources: Sources = {}
     for base in bases:
-        base_path = os.path.join(os.path.dirname(path), base)
-        _deep_update(merged, _read_with_bases(base_path, seen + (path,)))
+        base_data, base_sources = _read_with_bases(os.path.join(os.path.dirname(path), base), seen + (path,))
+        _deep_update(merged, base_data)
+        sources.update(base_sources)
     _deep_update(merged, data)
-    return merged
+    sources.update({key: path for key in _leaves(data)})
+    return merged, sources
+
+
+def _leaves(data: Dict[str, Any], prefix: str = "") -> List[str]:
+    """The dotted names of ``data``'s values (a free-form mapping counts as one value)."""
+    names = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in FREE_FORM:
+            names += _leaves(value, f"{dotted}.")
+        else:
+            names.append(dotted)
+    return names
 
 
 def _deep_update(target: Dict[str, Any], update: Dict[str, Any]) -> None:
@@ -207,33 +341,38 @@ def _deep_update(target: Dict[str, Any], update: Dict[str, Any]) -> None:
             target[key] = copy.deepcopy(value)
 
 
-def merge(cfg: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str = "") -> None:
-    """Merge ``update`` into ``cfg`` in place, refusing keys ``cfg`` does not have."""
+def merge(cfg: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str = "",
+          sources: Optional[Sources] = None) -> None:
+    """Merge ``update`` into ``cfg`` in place, refusing keys ``cfg`` does not have; ``sources``
+    (if given) records ``source`` for each value set."""
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in cfg:
             raise ConfigError(f"{source}: unknown key {dotted!r}{_close_matches(cfg, key, prefix)}")
         if isinstance(cfg[key], dict) and dotted not in FREE_FORM:
             if not isinstance(value, dict):
-                raise ConfigError(f"{source}: {dotted!r} must be a mapping, got {value!r}")
-            merge(cfg[key], value, source, prefix=f"{dotted}.")
+                raise ConfigError(f"{source}: {dotted!r} must be a mapping of keys, got {value!r}")
+            merge(cfg[key], value, source, prefix=f"{dotted}.", sources=sources)
         else:
             cfg[key] = copy.deepcopy(value)
+            if sources is not None:
+                sources[dotted] = source
 
 
-def apply_override(cfg: Dict[str, Any], item: str) -> None:
-    """Apply one ``dotted.key=value`` override; the value is parsed as YAML (``0.9``, ``[2, 4]``)."""
+def apply_override(cfg: Dict[str, Any], item: str, sources: Optional[Sources] = None) -> None:
+    """Apply one ``dotted.key=value`` override; the value is parsed as YAML (``0.9``, ``1e-3``, ``[2, 4]``)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value")
     dotted, raw = item.split("=", 1)
+    dotted = dotted.strip()
     try:
-        value = yaml.safe_load(raw)
+        value = parse_yaml(raw)
     except yaml.YAMLError:
         value = raw
     update: Dict[str, Any] = value
-    for part in reversed(dotted.strip().split(".")):
+    for part in reversed(dotted.split(".")):
         update = {part: update}
-    merge(cfg, update, source=f"--set {dotted}")
+    merge(cfg, update, source=f"--set {dotted}", sources=sources)
 
 
 def _close_matches(section: Dict[str, Any], key: str, prefix: str) -> str:
@@ -253,13 +392,22 @@ def reference_markdown() -> str:
     lines: List[str] = ["# Config keys", "",
                         "Generated from `sparse_lc/config.py` by `python tools/make_config_docs.py`; do not edit.",
                         "A config file states only what differs from these defaults; `_base_: file.yaml` "
-                        "inherits another file, `--set key=value` overrides one key on the command line."]
+                        "inherits another file, `--set key=value` overrides one key on the command line. Every "
+                        "value is checked when the config is loaded, before any work: an error names the file "
+                        "(or `--set`), the key, the value and what it takes. Numbers may be written `1e-3` or "
+                        "`2e4` (YAML 1.2); a whole number written `2e4` is read as 20000. Checks of combinations: "
+                        "`data.classes` must name `model.num_classes` classes; for training, "
+                        "`train.warmup_iters` may not exceed `train.iters` in mode lc, `train.stage_loss_weights` "
+                        "may not all be 0, and a warning is printed when `train.eval_interval` exceeds "
+                        "`train.iters` or a synthetic scene is smaller than `train.crop_size`."]
     section = None
     for key in KEYS:
         top = key.name.split(".")[0] if "." in key.name else ""
         if top != section:
             section = top
-            lines += ["", f"## {top or 'top level'}", "", "| key | default | what it does |", "|---|---|---|"]
+            lines += ["", f"## {top or 'top level'}", "", "| key | default | takes | what it does |",
+                      "|---|---|---|---|"]
         default = yaml.safe_dump(key.default, default_flow_style=True).strip().removesuffix("...").strip()
-        lines.append(f"| `{key.name}` | `{default}` | {key.help} |")
+        takes = key.check.expected.replace("|", "/")
+        lines.append(f"| `{key.name}` | `{default}` | {takes} | {key.help} |")
     return "\n".join(lines) + "\n"

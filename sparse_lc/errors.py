@@ -5,11 +5,18 @@ Every error here names the thing at fault (a file, a config key, a value) and ho
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 
 class SparseLCError(Exception):
-    """Base of the errors caused by input: a file, a config, a name, a value."""
+    """Base of the errors caused by input: a file, a config, a name, a value. ``details``: more
+    lines (e.g. every problem a data check found), printed one per line under the message."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", details: Sequence[str] = ()):
+        super().__init__(message)
+        self.details = list(details)
 
 
 class ConfigError(SparseLCError, ValueError):
@@ -24,11 +31,32 @@ class DataError(SparseLCError, ValueError):
     """A data file that cannot be used; the message starts with its path."""
 
 
+class UsageError(SparseLCError, ValueError):
+    """Options that do not go together, or a value the parser could not judge alone."""
+
+
+class OutputError(SparseLCError, OSError):
+    """An output path that cannot be used (a file where a folder is needed, no permission)."""
+
+
 class UnknownNameError(SparseLCError, ValueError):
     """A name that no registry holds; the message lists close matches and what is available."""
+
+
+class SparseLCWarning(UserWarning):
+    """Something that runs but is probably not meant; the command line prints it as one line."""
+
+
+class ConfigWarning(SparseLCWarning):
+    """A combination of config values that runs but is probably not meant."""
 
 
 class TrainingDiverged(SparseLCError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
     exit_code = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was done and how to continue; the command line prints the message and
+    exits 130."""

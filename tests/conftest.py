@@ -1,12 +1,18 @@
 """Shared helpers: small cascades with random weights and non-trivial batch-norm statistics."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from sparse_lc import LayerCascade, build_backbone
 from sparse_lc.testing import random_images, randomize_weights
 
 __all__ = ["IRNV2_SMALL", "make_cascade", "random_images", "randomize_weights"]
+
+# the data check's cache of valid files goes to a folder of this test session, not the user's ~/.cache
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sparse_lc_test_cache_")
 
 # Inception-ResNet-v2 with every width / 16 and 1 / 2 / 2 blocks: the real topology (all block
 # types, both reductions, the no-ReLU block8), fast enough for the equivalence tests.

@@ -21,12 +21,13 @@ PACKAGE = os.path.dirname(sparse_lc.__file__)
 # Each part of the library may import only parts of a lower tier (and its own part).
 TIERS = [
     {"errors"},
-    {"registry", "utils", "checkpoint"},
+    {"registry", "utils", "checkpoint", "schema"},
     {"ops"},
     {"layers"},
     {"backbones"},
     {"cascade"},
-    {"builder", "config", "data"},
+    {"data"},
+    {"builder", "config"},
     {"analysis"},
     {"evaluation", "testing"},
     {"visualization"},

@@ -134,16 +134,37 @@ def test_tools_scripts_and_console_script(tool, args):
         assert set(json.loads(proc.stdout)) >= {"dense_macs", "sparse_macs", "ratio", "stages", "layers"}
 
 
-def test_segment_survives_a_failed_write_and_reruns_into_its_own_folder(tmp_path, capsys):
+def test_segment_goes_on_after_a_failed_write(tmp_path, capsys, monkeypatch):
+    from sparse_lc.apis import inference
+
+    write = inference._write_picture
+
+    def full_disk(path, picture):
+        if "a_" in os.path.basename(path):
+            raise OSError(28, "No space left on device")
+        write(path, picture)
+
+    monkeypatch.setattr(inference, "_write_picture", full_disk)
+    for name in ("a", "b"):
+        _write(tmp_path / f"{name}.png", np.full((16, 16, 3), 100, np.uint8))
+    assert main(["segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "a.png: OSError: [Errno 28] No space left on device" in err and "1 of 2 input(s) failed" in err
+    assert (tmp_path / "o" / "b_stages.png").is_file()
+
+
+def test_segment_survives_a_blocked_output_and_reruns_into_its_own_folder(tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("a", "b"):
         _write(folder / f"{name}.png", np.full((16, 16, 3), 100, np.uint8))
     (folder / "dir.png").mkdir()                       # a folder with an image suffix is not an input
-    (folder / "a_overlay.jpg").mkdir()                 # an output that cannot be written
+    (folder / "a_overlay.jpg").mkdir()                 # an output path taken by a folder
     assert main(["segment", str(folder), "--out", str(folder), "--no-progress"]) == 1
     err = capsys.readouterr().err
-    assert "a.png: OSError: cannot write" in err and "1 of 2 input(s) failed" in err
+    assert "a.png: skipped: " in err and "a_overlay.jpg is a folder not written by sparse-lc" in err
+    assert "1 of 2 input(s) failed" in err
     assert (folder / "b_stages.png").is_file()         # the batch went on
     (folder / "a_overlay.jpg").rmdir()
     # again into the same folder: the earlier outputs are not taken for inputs

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_lc import load_config
+from sparse_lc import ConfigError, load_config
 from sparse_lc.data import (
     CityscapesDataset,
     DataError,
@@ -187,9 +187,11 @@ def test_check_data_keeps_going_past_a_broken_split(tmp_path, capsys):
 def test_folder_class_names_must_match_num_classes(tmp_path):
     _image(tmp_path / "img_dir" / "train" / "a.png")
     _label(tmp_path / "ann_dir" / "train" / "a.png", [0], palette=False)
-    cfg = load_config(overrides=["data.type=folder", f"data.root={tmp_path}", "data.classes=[a,b]",
-                                 "model.num_classes=3"])
-    with pytest.raises(DataError, match="data.classes names 2 classes but model.num_classes is 3"):
+    with pytest.raises(ConfigError, match="--set data.classes: names 2 classes but model.num_classes is 3"):
+        load_config(overrides=["data.type=folder", f"data.root={tmp_path}", "data.classes=[a,b]",
+                               "model.num_classes=3"])
+    cfg = load_config(overrides=["data.type=folder", f"data.root={tmp_path}"])
+    with pytest.raises(DataError, match="data.classes: a folder dataset needs its class names"):
         build_dataset(cfg, train=True)
 
 

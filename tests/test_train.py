@@ -158,15 +158,14 @@ class _InfGrad(torch.autograd.Function):
 def test_work_dir_rules(tmp_path, capsys):
     cfg = small_cfg(tmp_path, "train.eval_at_end=false")
     train(cfg, progress=False)
-    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+    with pytest.raises(ValueError, match=r"already holds a run \(latest.pth, final.pth, log.jsonl\): pass --resume"):
         train(cfg, progress=False)
     fresh = small_cfg(tmp_path / "new", "train.eval_at_end=false")
     train(fresh, resume=True, progress=False)  # nothing to resume yet: starts from scratch
     assert "starting from scratch" in capsys.readouterr().out
     with pytest.raises(Exception, match=r"cannot resume with different settings: train.mode, train.optimizer"):
         train(small_cfg(tmp_path, "train.mode=mc", "train.optimizer=sgd"), resume=True, progress=False)
-    with pytest.raises(ValueError, match="already finished"):
-        train(cfg, resume=True, progress=False)
+    assert train(cfg, resume=True, progress=False).completed == []  # complete: nothing to do
 
 
 def test_resume_cuts_the_log_back(tmp_path, monkeypatch):
@@ -205,12 +204,19 @@ def test_missing_validation_split_fails_before_training(tmp_path):
     assert not (tmp_path / "w" / "latest.pth").exists()
 
 
-def test_out_of_range_label_is_named(tmp_path):
+def test_out_of_range_labels_are_found_before_the_first_iteration(tmp_path):
+    """Both splits, every problem in one report, nothing written."""
     root = make_folder_dataset(tmp_path / "data", label_of=lambda n: 9 if n == 2 else 1)
     cfg = small_cfg(tmp_path / "w", *folder_overrides(root))
     from sparse_lc.data import DataError
-    with pytest.raises(DataError, match=r"ann_dir/(train|val)/2.png: label values \[9\] outside \[0, 6\)"):
+    with pytest.raises(DataError, match=r"the data check found 2 problem\(s\) in 2 file\(s\)") as error:
         train(cfg, progress=False)
+    assert [d.split("/data/")[1] for d in error.value.details] == [
+        "ann_dir/train/2.png: label values [9] outside [0, 6) and 255",
+        "ann_dir/val/2.png: label values [9] outside [0, 6) and 255"]
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(DataError, match=r"label values \[9\]"):  # without the check: found mid-run
+        train(cfg, progress=False, check_data=False)
 
 
 def test_phases_of_each_mode(tmp_path):
@@ -349,7 +355,8 @@ def test_a_bad_file_read_in_a_worker_is_one_line(tmp_path, capsys):
     root = make_folder_dataset(tmp_path / "data")
     (root / "img_dir" / "train" / "1.png").write_bytes(b"broken")
     sets = [a for o in SMALL + folder_overrides(root) + ["data.num_workers=1"] for a in ("--set", o)]
-    assert main(["train", os.devnull, "--work-dir", str(tmp_path / "w"), "--no-progress", *sets]) == 2
+    assert main(["train", os.devnull, "--work-dir", str(tmp_path / "w"), "--no-progress", "--skip-data-check",
+                 *sets]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0, err
-    assert err.endswith("img_dir/train/1.png: cannot decode image (unsupported or corrupt file)")
+    assert err.endswith("img_dir/train/1.png: cannot decode image: not an image, or a format OpenCV cannot read")

@@ -4,6 +4,15 @@ Each input gets three files in the output folder: ``NAME_label.png`` (palette PN
 as pixel values), ``NAME_overlay.jpg`` (label colours over the photo) and ``NAME_stages.png``
 (which stage decided each pixel). A file that cannot be read is reported and skipped; the
 others are still processed.
+
+Nothing a user owns is written over. Every file segment writes carries a mark in its metadata
+(a PNG text chunk, a JPEG comment: ``sparse-lc segment``), so segment knows its own outputs:
+
+* an output path that holds a file without the mark (the user's ``cat_label.png``) is not
+  replaced: that input is skipped with a message, unless ``overwrite`` is set; an input of the
+  same run is never replaced, whatever ``overwrite`` says;
+* files with the mark are never taken as inputs, so segmenting a folder into itself again
+  gives the same result as the first time (its own outputs are replaced).
 """
 from __future__ import annotations
 
@@ -15,16 +24,19 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import cv2
 import numpy as np
 import torch
+from PIL import Image, PngImagePlugin
 from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs
 from ..cascade import LayerCascade, Rho
 from ..data import DataError, read_photo, write_label
+from ..errors import Interrupted, OutputError
 from ..utils import prepare_images
 from ..visualization import draw_stage_map, overlay
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = ("_label.png", "_overlay.jpg", "_stages.png")
+MARK = "sparse-lc segment"  # in every output: PNG text chunk "Software", JPEG comment
 
 
 @dataclass
@@ -34,7 +46,7 @@ class SegmentRecord:
     error: str = ""
     height: int = 0
     width: int = 0
-    seconds: float = 0.0                 # one forward pass (after a warm-up at this size), not file I/O
+    seconds: float = 0.0                 # one forward pass (after the run's warm-up pass), not file I/O
     stage_shares: Tuple[float, ...] = ()
     macs_cascade: int = 0
     macs_dense: int = 0
@@ -44,29 +56,41 @@ class SegmentRecord:
         return asdict(self)
 
 
+def is_segment_output(path: str) -> bool:
+    """True if ``path`` is a picture ``segment`` wrote (it carries :data:`MARK`); reads the header only."""
+    try:
+        with Image.open(path) as im:
+            mark = im.info.get("Software") or im.info.get("comment") or b""
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+    return (mark.decode(errors="replace") if isinstance(mark, bytes) else str(mark)) == MARK
+
+
 def _folder_images(folder: str) -> List[str]:
-    """The image files of ``folder`` (sorted, not recursive), without this tool's own outputs
-    (``NAME_label.png`` etc. beside a ``NAME`` image), so a folder can be segmented into itself
-    again."""
+    """The image files of ``folder`` (sorted, not recursive), without this tool's own outputs."""
     names = sorted(f for f in os.listdir(folder)
                    if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, f)))
-    stems = {os.path.splitext(f)[0] for f in names}
-    ours = {f for f in names for suffix in OUTPUT_SUFFIXES if f.endswith(suffix) and f[:-len(suffix)] in stems}
-    return [os.path.join(folder, f) for f in names if f not in ours]
+    return [os.path.join(folder, f) for f in names if not is_segment_output(os.path.join(folder, f))]
 
 
 def collect_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[SegmentRecord]]:
-    """Expand folders (their image files, sorted; not recursive); paths that do not exist
-    become failure records."""
-    files, missing = [], []
+    """Expand folders (their image files, sorted; not recursive); inputs that cannot be used
+    (missing, a broken or looping link, a folder without images) become failure records."""
+    files, failed = [], []
     for path in inputs:
         if os.path.isdir(path):
-            files += _folder_images(path)
+            found = _folder_images(path)
+            files += found
+            if not found:
+                failed.append(SegmentRecord(path, False, f"no image files in this folder "
+                                                         f"({', '.join(IMAGE_SUFFIXES)})"))
         elif os.path.isfile(path):
             files.append(path)
+        elif os.path.islink(path):
+            failed.append(SegmentRecord(path, False, "a broken or looping symbolic link"))
         else:
-            missing.append(SegmentRecord(path, False, "no such file or folder"))
-    return files, missing
+            failed.append(SegmentRecord(path, False, "no such file or folder"))
+    return files, failed
 
 
 def output_stems(files: Sequence[str], out_dir: str) -> Dict[str, str]:
@@ -84,14 +108,26 @@ def output_stems(files: Sequence[str], out_dir: str) -> Dict[str, str]:
     return stems
 
 
+def prepare_output_folder(out_dir: str) -> None:
+    """Create ``out_dir`` if needed; OutputError (one line) if it is a file or cannot be written."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutputError(f"--out {out_dir}: exists and is not a folder; name a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out_dir}: the folder is not writable")
+
+
 def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], max_side: int,
-                  dense_macs: DenseMacs, warmed: Optional[Set[Tuple[int, int]]]
+                  dense_macs: DenseMacs, warm_up: bool = False
                   ) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...], float, int, int]:
     """BGR uint8 ``[H, W, 3]`` -> (labels ``[H, W]``, stage map ``[H, W]``, shares, seconds,
-    cascade MACs, dense MACs). Images whose longer side exceeds ``max_side`` run downscaled;
-    the maps are resized back (nearest) to the image. Unless ``warmed`` is None, the first image
-    of each size is run once untimed first (``warmed`` remembers the sizes), so one-time set-up
-    (allocations, oneDNN kernels for a new shape) is not counted as its time."""
+    cascade MACs, dense MACs). Images whose longer side exceeds ``max_side`` (0: no limit) run
+    downscaled; the maps are resized back (nearest) to the image. ``warm_up``: run the image
+    once untimed first, so that one-time set-up (allocations, spconv's first call) is not
+    counted as its time."""
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
     small = image if scale == 1.0 else cv2.resize(
@@ -99,9 +135,8 @@ def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], ma
     param = next(model.parameters())
     batch = prepare_images(small, model.pixel_mean, model.pixel_std, "bgr").to(param.device, param.dtype)
     with torch.no_grad():
-        if warmed is not None and small.shape[:2] not in warmed:
+        if warm_up:
             model(batch, rho=rho)
-            warmed.add(small.shape[:2])
         start = time.perf_counter()
         result, macs = count_macs(model, batch, rho=rho)  # counting adds a few percent to the time
         seconds = time.perf_counter() - start
@@ -113,28 +148,50 @@ def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], ma
     return labels, stages, result.stage_shares, seconds, macs.total(), dense_macs(*small.shape[:2])
 
 
+def _blocked(outputs: Sequence[str], protected: Set[str], overwrite: bool) -> Optional[str]:
+    """Why the outputs of one input may not be written, or None."""
+    for out in outputs:
+        if _real(out) in protected:
+            return f"would overwrite an input of this run ({out}); choose another --out"
+        if os.path.lexists(out) and not (os.path.isfile(out) and (overwrite or is_segment_output(out))):
+            kind = "a folder" if os.path.isdir(out) else "a file"
+            hint = "" if os.path.isdir(out) else " (--overwrite replaces it)"
+            return f"skipped: {out} is {kind} not written by sparse-lc segment{hint}"
+    return None
+
+
+def _write_picture(path: str, bgr: np.ndarray) -> None:
+    """A BGR picture as PNG or JPEG (by suffix), with :data:`MARK` in its metadata."""
+    image = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
+    if path.endswith(".png"):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", MARK)
+        image.save(path, pnginfo=info)
+    else:
+        image.save(path, quality=92, comment=MARK.encode())
+
+
 def segment_file(model: LayerCascade, path: str, stem: str, palette: np.ndarray, rho: Optional[Rho],
-                 max_side: int, dense_macs: DenseMacs, protected: Set[str],
-                 warmed: Optional[Set[Tuple[int, int]]]) -> SegmentRecord:
+                 max_side: int, dense_macs: DenseMacs, protected: Set[str], overwrite: bool = False,
+                 warm_up: bool = False) -> SegmentRecord:
     """Segment one file and write its three pictures; any problem becomes a failed record
-    (``protected``: real paths of the inputs, never written)."""
+    (``protected``: real paths of this run's inputs, never written)."""
     outputs = [stem + suffix for suffix in OUTPUT_SUFFIXES]
-    clash = [p for p in outputs if _real(p) in protected]
-    if clash:
-        return SegmentRecord(path, False, f"would overwrite an input ({clash[0]}); choose another --out")
+    blocked = _blocked(outputs, protected, overwrite)
+    if blocked:
+        return SegmentRecord(path, False, blocked)
     try:
         image = read_photo(path)
-        labels, stages, shares, seconds, macs, dense = segment_array(model, image, rho, max_side, dense_macs, warmed)
-        write_label(outputs[0], labels, palette)
-        for out, picture in ((outputs[1], overlay(image, labels, palette)),
-                             (outputs[2], draw_stage_map(image, stages, shares))):
-            if not cv2.imwrite(out, picture):
-                raise OSError(f"cannot write {out}")
+        labels, stages, shares, seconds, macs, dense = segment_array(model, image, rho, max_side, dense_macs,
+                                                                     warm_up)
+        write_label(outputs[0], labels, palette, mark=MARK)
+        _write_picture(outputs[1], overlay(image, labels, palette))
+        _write_picture(outputs[2], draw_stage_map(image, stages, shares))
     except DataError as e:
         message = str(e)
         return SegmentRecord(path, False, message[len(path) + 2:] if message.startswith(path + ": ") else message)
-    except Exception as e:  # one bad file must not stop the batch; the reason is reported
-        return SegmentRecord(path, False, f"{type(e).__name__}: {e}".splitlines()[0])
+    except Exception as e:  # noqa: BLE001  (one bad file must not stop the batch; the reason is reported)
+        return SegmentRecord(path, False, " ".join(f"{type(e).__name__}: {e}".split())[:300])
     return SegmentRecord(path, True, "", image.shape[0], image.shape[1], seconds, tuple(shares), macs, dense, outputs)
 
 
@@ -144,16 +201,32 @@ def _real(path: str) -> str:
 
 def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, palette: np.ndarray,
                   rho: Optional[Rho] = None, max_side: int = 1024, progress: bool = True,
-                  warmup: bool = True) -> List[SegmentRecord]:
+                  warmup: bool = True, overwrite: bool = False) -> List[SegmentRecord]:
     """Segment every image of ``inputs`` (files or folders) into ``out_dir``. One record per
-    input, failures included (paths that do not exist first): the batch never stops for one
-    bad file. ``warmup``: run each new image size once untimed first, for steady-state times
-    (costs one extra pass per distinct size)."""
+    input, failures included (unusable inputs first): the batch never stops for one bad file.
+
+    ``warmup``: the first image runs once untimed first (one extra pass per run), so that
+    one-time set-up is not counted in its time. ``overwrite``: replace files at output paths
+    that segment did not write (never this run's inputs). Raises OutputError when ``out_dir``
+    cannot be used, DataError when ``inputs`` hold no image at all, :class:`Interrupted` on
+    Ctrl-C (saying how far it got).
+    """
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0 (0: no limit), got {max_side}")
     files, records = collect_inputs(inputs)
-    os.makedirs(out_dir, exist_ok=True)
+    if not files and not [r for r in records if "no image files" not in r.error]:
+        raise DataError(f"{', '.join(inputs)}: no image files to segment (looked for {', '.join(IMAGE_SUFFIXES)})")
+    prepare_output_folder(out_dir)
     stems = output_stems(files, out_dir)
     dense_macs = DenseMacs(model)
-    protected, warmed = {_real(p) for p in files}, (set() if warmup else None)
-    for path in tqdm(files, desc="segment", unit="img", disable=not progress):
-        records.append(segment_file(model, path, stems[path], palette, rho, max_side, dense_macs, protected, warmed))
+    protected = {_real(p) for p in files}
+    done, warm_up = 0, warmup
+    try:
+        for path in tqdm(files, desc="segment", unit="img", disable=not progress):
+            records.append(segment_file(model, path, stems[path], palette, rho, max_side, dense_macs, protected,
+                                        overwrite, warm_up))
+            warm_up = warm_up and not records[-1].ok  # one warm-up pass per run: on the first image that runs
+            done += 1
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after {done} of {len(files)} images; their outputs are in {out_dir}") from None
     return records

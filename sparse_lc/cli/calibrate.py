@@ -8,9 +8,11 @@ import os
 
 from .options import (
     add_config_argument,
+    add_data_check_option,
     add_json_option,
     add_out_option,
     add_run_options,
+    checked_dataset,
     model_from_args,
     parse_threshold,
 )
@@ -39,12 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_option(parser, "folder for thresholds.json, pareto.png, reliability_s*.png "
                            "(default: CKPT_STEM_calibration)")
     add_json_option(parser, "the operating point as JSON instead of the table")
+    add_data_check_option(parser)
     add_run_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..apis import load_model
-    from ..data import build_dataset
     from ..evaluation import DEFAULT_GRID, calibrate, evaluate, save_operating_point
     from ..utils.distributed import init_distributed
     from ..visualization import calibration_table, save_calibration_report
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     model, cfg = model_from_args(args, calibrated=False)
     model.to(info.device)
     split = cfg["data"]["calib_split"]
-    dataset = build_dataset(cfg, train=False, split=split)
+    dataset = checked_dataset(cfg, args, train=False, split=split)
     reference_miou, reference = None, ""
     if args.reference:
         dense_model, _ = load_model(args.config, args.reference, args.overrides, calibrated=False)

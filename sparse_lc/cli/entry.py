@@ -7,6 +7,7 @@ import os
 import sys
 import textwrap
 import traceback
+import warnings
 from typing import List, Optional
 
 from .. import __version__
@@ -28,9 +29,16 @@ EXIT_CODES = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument error is one line naming the option, the value and where help is; exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sparse-lc", formatter_class=HelpFormatter,
         description="Deep layer cascade segmentation: easy pixels stop early, hard pixels go on through "
                     "spconv submanifold stages.",
@@ -54,11 +62,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        code = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            code = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not as a message at interpreter exit
         return code
-    except KeyboardInterrupt:
-        print(f"\nsparse-lc {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"\nsparse-lc {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         _silence_stdout()
@@ -78,7 +88,16 @@ def _report(command: str, error: Exception) -> int:
     message = one_line(error) if code != 3 else f"{type(error).__name__}: {one_line(error)}"
     hint = " (a bug: run again with SPARSE_LC_DEBUG=1 for the traceback, and report it)" if code == 3 else ""
     print(f"sparse-lc {command}: {what}{message}{hint}", file=sys.stderr)
+    for line in getattr(error, "details", ()):
+        print(f"  {line}", file=sys.stderr)
     return code
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` that prints ``sparse-lc COMMAND: warning: message``, one line."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"sparse-lc {command}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+    return show
 
 
 def one_line(error: BaseException) -> str:

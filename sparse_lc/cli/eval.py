@@ -8,10 +8,12 @@ import os
 from .options import (
     add_calibration_option,
     add_config_argument,
+    add_data_check_option,
     add_json_option,
     add_out_option,
     add_rho_option,
     add_run_options,
+    checked_dataset,
     model_from_args,
 )
 
@@ -28,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_calibration_option(parser)
     add_json_option(parser)
     add_out_option(parser, "folder for eval.json and rho_sweep.png (default: the checkpoint's folder)")
+    add_data_check_option(parser)
     add_run_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import build_dataset
     from ..evaluation import evaluate
     from ..utils.distributed import init_distributed
     from ..visualization import eval_table, save_eval_report
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     rhos = args.rho or cfg["eval"]["rhos"] or [1.0]
     if not args.rho and (model.operating_point is not None or not cfg["eval"]["rhos"]):
         rhos = [model.rho] + [r for r in rhos if r != model.rho]  # the model's own threshold first
-    results = evaluate(model, build_dataset(cfg, train=False), rhos, info, progress=not args.no_progress)
+    dataset = checked_dataset(cfg, args, progress=info.is_main, train=False)
+    results = evaluate(model, dataset, rhos, info, progress=not args.no_progress)
     if not info.is_main:
         return 0
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))

@@ -42,6 +42,30 @@ def parse_rho(text: str) -> Rho:
     return values[0] if len(values) == 1 else (values[0], values[1])
 
 
+def at_least(minimum: int, meaning: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum`` (``meaning`` explains a special value)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}{meaning}, got {text!r}")
+        return value
+    return parse
+
+
+def share(text: str) -> float:
+    """An argparse type: a number in [0, 1] (a share of the pixels)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}")
+    return value
+
+
 def parse_threshold(text: str) -> float:
     """One threshold in [0, 1] (the values of ``calibrate --grid``)."""
     rho = parse_rho(text)
@@ -67,15 +91,21 @@ def add_calibration_option(parser: argparse.ArgumentParser) -> None:
                         help="ignore the temperatures and thresholds `sparse-lc calibrate` saved beside the checkpoint")
 
 
-def add_model_options(parser: argparse.ArgumentParser, without_both: str) -> None:
+def add_model_options(parser: argparse.ArgumentParser, without_both: str, refuse_random: bool = False) -> None:
     """``--config``, ``--checkpoint``, ``--set``, ``--no-calibration``; ``without_both`` says
-    which model runs when neither file is given."""
+    which model runs when neither file is given. With ``refuse_random``, a config without a
+    checkpoint (random weights) is refused unless ``--random-weights`` is given."""
     parser.add_argument("--config", default=None,
                         help=f"YAML config of the model (default: the one stored in --checkpoint; with neither "
                              f"option: {without_both})")
+    with_config = ("refused unless --random-weights" if refuse_random
+                   else "the config's untrained model, random weights (said on stderr)")
     parser.add_argument("--checkpoint", default=None,
-                        help=f"weights (.pth) written by sparse-lc train (default: with --config, the config's "
-                             f"untrained model; with neither option: {without_both})")
+                        help=f"weights (.pth) written by sparse-lc train (default: with --config only, "
+                             f"{with_config}; with neither option: {without_both})")
+    if refuse_random:
+        parser.add_argument("--random-weights", action="store_true",
+                            help="allow --config without --checkpoint: run the config's untrained model")
     add_overrides(parser)
     add_calibration_option(parser)
 
@@ -106,6 +136,23 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_data_check_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="do not read every data file before starting (valid files are remembered between "
+                             "runs, so the check is fast after the first)")
+
+
+def checked_dataset(cfg, args: argparse.Namespace, progress: bool = True, **kwargs):
+    """``build_dataset(cfg, **kwargs)``, every file of it checked first unless ``--skip-data-check``."""
+    from ..data import build_dataset
+    from ..data.check import require_valid_data
+
+    dataset = build_dataset(cfg, **kwargs)
+    if not args.skip_data_check:
+        require_valid_data([dataset], cfg["model"]["num_classes"], progress and not args.no_progress)
+    return dataset
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--no-progress``."""
     add_device_option(parser)
@@ -123,13 +170,25 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
-def model_from_args(args: argparse.Namespace, calibrated: bool = True):
+def model_from_args(args: argparse.Namespace, calibrated: bool = True, random_weights: str = ""):
     """``(model, cfg)`` from ``--config`` / ``--checkpoint`` / ``--set`` (see
-    :func:`sparse_lc.load_model`); says on stderr which calibration it applied."""
-    from ..apis import load_model
+    :func:`sparse_lc.load_model`); says on stderr which calibration it applied.
 
+    ``--config`` without ``--checkpoint`` means random weights: refused (UsageError) if the
+    command declared ``--random-weights`` and it is not given, else said in one line on stderr,
+    followed by ``random_weights`` (why they do for this command)."""
+    from ..apis import load_model
+    from ..errors import UsageError
+
+    if args.config is not None and args.checkpoint is None:
+        if not getattr(args, "random_weights", True):
+            raise UsageError(f"--config {args.config} without --checkpoint would run random weights: pass "
+                             f"--checkpoint with trained weights (sparse-lc train writes them), leave out --config "
+                             f"for the bundled model, or pass --random-weights")
     model, cfg = load_model(args.config, args.checkpoint, args.overrides,
                             calibrated=calibrated and not getattr(args, "no_calibration", False))
+    if args.config is not None and args.checkpoint is None:
+        print(f"note: no --checkpoint: random weights{random_weights}", file=sys.stderr)
     if model.operating_point is not None:
         print(f"calibrated: {model.operating_point.describe()}", file=sys.stderr)
     return model, cfg
@@ -142,3 +201,22 @@ def print_reports(reports: Sequence[Any], as_json: bool, table: Callable[[List[A
         print(json.dumps(data[0] if len(data) == 1 else data))
     else:
         print(table(list(reports)))
+
+
+def input_files(inputs: Sequence[str], failed: List[str]) -> List[str]:
+    """Image files of ``inputs`` (files and folders, as segment takes them); inputs that cannot
+    be used are appended to ``failed`` as ``"path: reason"``."""
+    from ..apis import collect_inputs
+
+    files, unusable = collect_inputs(inputs)
+    failed += [f"{r.path}: {r.error}" for r in unusable]
+    return files
+
+
+def report_failures(failed: Sequence[str], total: int) -> int:
+    """Print each failed input (``"path: reason"``) and a count on stderr; the exit code."""
+    for line in failed:
+        print(line, file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {total} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0

@@ -2,38 +2,41 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import DataError
 
-__all__ = ["DataError", "read_image", "read_label", "read_photo", "write_label"]
+__all__ = ["DataError", "read_image", "read_label", "read_photo", "to_uint8", "write_label"]
 
 
 def read_image(path: str) -> np.ndarray:
-    """A BGR uint8 ``[H, W, 3]`` image (OpenCV's layout). Gray images are expanded to 3 channels."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: cannot decode image (unsupported or corrupt file)")
-    return image
+    """Any picture a user may have -> BGR uint8 ``[H, W, 3]``: what ``sparse-lc segment`` and every
+    dataset read (one rule for both).
 
-
-def read_photo(path: str) -> np.ndarray:
-    """Any picture a user may have -> BGR uint8 ``[H, W, 3]``.
-
-    8-bit, 16-bit or float images; gray, BGR or BGRA (alpha dropped); EXIF orientation applied.
-    16-bit values are scaled by 1/257 (full range to full range), floats in [0, 1] by 255.
+    8-bit, 16-bit or float images; gray, BGR or BGRA (alpha dropped); EXIF orientation applied;
+    values mapped to 0-255 by :func:`to_uint8`. A file that cannot be decoded, or a truncated
+    one, raises DataError naming it, with the decoder's own message; decoders' messages never
+    reach the terminal.
     """
     if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    image = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+        raise DataError(f"{path}: {'a folder, not an image file' if os.path.isdir(path) else 'no such file'}")
+    with _decoder_messages() as messages:
+        image = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    said = f" ({messages.text})" if messages.text else ""
     if image is None or image.size == 0:
-        raise DataError(f"{path}: cannot decode image (not an image, or a format OpenCV cannot read)")
-    image = _to_uint8(image)
+        raise DataError(f"{path}: cannot decode image: not an image, or a format OpenCV cannot read{said}")
+    if "premature end" in messages.text.lower():
+        raise DataError(f"{path}: truncated or corrupt image{said}")
+    image = to_uint8(image)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
@@ -43,15 +46,64 @@ def read_photo(path: str) -> np.ndarray:
     return image
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
+read_photo = read_image  # the name segment has always used
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """The one rule for images deeper than 8 bits (segment and the dataset reader alike):
+
+    * integers (16-bit, ...): scaled from the type's full range to 0-255 (``/ 257`` for 16
+      bits), unless the image's maximum is below 1/16 of that range (12-bit data in a 16-bit
+      file, a dim microscope frame): then scaled from ``[0, max]`` to 0-255, so the picture is
+      not black. Zero stays zero.
+    * floats: ``[0, 1]`` images (maximum <= 1) are multiplied by 255, others are taken as 0-255;
+      clipped to 0-255, NaN read as 0.
+    """
     if image.dtype == np.uint8:
         return image
-    if image.dtype == np.uint16:
-        return np.round(image / 257.0).astype(np.uint8)
-    values = image.astype(np.float64)
-    if np.issubdtype(image.dtype, np.floating) and np.nanmax(values) <= 1.0:
+    if np.issubdtype(image.dtype, np.integer):
+        full = float(np.iinfo(image.dtype).max)
+        top = float(image.max(initial=0))
+        scale = 255.0 / top if 0 < top < full / 16 else 255.0 / full
+        return np.clip(np.round(image * scale), 0, 255).astype(np.uint8)
+    values = np.nan_to_num(image.astype(np.float64), nan=0.0)
+    if values.max(initial=0.0) <= 1.0:
         values = values * 255.0
-    return np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+    return np.clip(values, 0, 255).round().astype(np.uint8)
+
+
+class _Messages:
+    text = ""
+
+
+_CAPTURE = threading.Lock()
+
+
+@contextmanager
+def _decoder_messages() -> Iterator[_Messages]:
+    """Catch what image decoders print to the process's stderr (libpng's "Read Error",
+    libjpeg's "Premature end of JPEG file", OpenCV's log lines) instead of letting it reach the
+    terminal and break progress bars; the text is given back for error messages. One thread at
+    a time (stderr is one per process)."""
+    messages = _Messages()
+    with _CAPTURE, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            messages.text = _tidy(sink.read().decode(errors="replace"))
+
+
+def _tidy(text: str) -> str:
+    """Decoder output on one short line: OpenCV's log prefixes and source locations removed."""
+    text = re.sub(r"\[\s*\w+:\d+@[\d.]+\]\s*global \S+\s*", "", text)  # [ERROR:0@0.05] global file.cpp:117
+    text = re.sub(r"OpenCV\([^)]*\) \S+: error: \([^)]*\)\s*", "", text)  # OpenCV(5.0) /path.cpp:77: error: (-2:..)
+    return " ".join(text.split())[:200]
 
 
 def read_label(path: str) -> np.ndarray:
@@ -70,10 +122,15 @@ def read_label(path: str) -> np.ndarray:
     return label.astype(np.uint8)
 
 
-def write_label(path: str, label: np.ndarray, palette: np.ndarray) -> None:
-    """Write ``label [H, W]`` (class ids) as a palette PNG; ``palette`` is ``[N, 3]`` RGB uint8."""
+def write_label(path: str, label: np.ndarray, palette: np.ndarray, mark: Optional[str] = None) -> None:
+    """Write ``label [H, W]`` (class ids) as a palette PNG; ``palette`` is ``[N, 3]`` RGB uint8;
+    ``mark``, if given, goes into the PNG's "Software" text chunk."""
     image = Image.fromarray(label.astype(np.uint8), mode="P")
     flat = np.zeros((256, 3), np.uint8)
     flat[: len(palette)] = palette[:256]
     image.putpalette(flat.flatten().tolist())
-    image.save(path)
+    info = None
+    if mark is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", mark)
+    image.save(path, pnginfo=info)

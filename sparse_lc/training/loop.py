@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -20,9 +20,10 @@ from tqdm import tqdm
 from ..builder import build_model
 from ..cascade import LayerCascade, Rho, rho_pair
 from ..checkpoint import load_model_weights, save_checkpoint
-from ..config import dump_config
+from ..config import check_training, dump_config
 from ..data import build_dataset
-from ..errors import TrainingDiverged
+from ..data.check import require_valid_data
+from ..errors import Interrupted, TrainingDiverged
 from ..evaluation import evaluate
 from ..utils.distributed import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
 from ..visualization import save_eval_report
@@ -31,14 +32,17 @@ from .sampler import ResumableBatchSampler
 from .schedule import Phase, build_optimizer, build_phases, phase_at, poly_schedule, set_trainable
 from .workdir import (
     CONFIG,
+    EVAL,
     FINAL,
     LATEST,
     LOG,
     JsonlLog,
+    check_work_dir,
     checkpoint_state,
     remove_stale_temporaries,
     restore,
     resume_checkpoint,
+    work_dir_lock,
 )
 
 
@@ -57,7 +61,8 @@ class TrainSummary:
     work_dir: str
     iterations: int
     final_checkpoint: str
-    evaluation: Optional[List[Dict[str, Any]]]    # EvalResult.to_json() per rho, if evaluated
+    evaluation: Optional[List[Dict[str, Any]]]    # EvalResult.to_json() per rho, if evaluated now
+    completed: List[str] = field(default_factory=lambda: [FINAL, EVAL])  # end-of-run files written now
 
 
 def _check_finite(value: torch.Tensor, what: str, iteration: int, info: DistInfo, latest: Optional[str]) -> None:
@@ -72,68 +77,121 @@ def _check_finite(value: torch.Tensor, what: str, iteration: int, info: DistInfo
         raise TrainingDiverged(f"iteration {iteration}: {what} is not finite{where}; training stopped, {kept}")
 
 
-def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progress: bool = True) -> TrainSummary:
+def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progress: bool = True,
+          check_data: bool = True) -> TrainSummary:
     """Train the model of ``cfg``; writes ``latest.pth``, ``final.pth``, ``log.jsonl``,
     ``config.yaml`` and the evaluation (``eval.json``, ``rho_sweep.png``) to ``cfg["work_dir"]``
     (main process). ``resume`` continues from ``latest.pth`` (or starts fresh if there is
-    none yet). Returns the model and where things went."""
+    none yet); resumed after the last iteration, it completes what is missing.
+
+    Before anything is written: the training combinations of the config are checked, the work
+    dir must not hold another run (or be in use), and with ``check_data`` every file of both
+    splits is read once (cached) and every problem reported in one DataError. Ctrl-C raises
+    :class:`Interrupted`, naming the iteration and how to continue. Returns the model and where
+    things went.
+    """
     info = init_distributed(device)
+    check_training(cfg)
     t, work_dir = cfg["train"], cfg["work_dir"]
     phases = build_phases(cfg)  # an unknown train.mode fails here, before any work
-    latest, final = os.path.join(work_dir, LATEST), os.path.join(work_dir, FINAL)
-    state = resume_checkpoint(work_dir, resume, cfg)
-    checkpoint = latest if state is not None else None
+    check_work_dir(work_dir, resume)
     torch.manual_seed(t["seed"])
     model = build_model(cfg["model"]).to(info.device)
-    if t["load_from"] and checkpoint is None:
-        load_model_weights(model, t["load_from"])
     dataset = build_dataset(cfg, train=True)
     evaluates = t["eval_at_end"] or bool(t["eval_interval"])
     val_dataset = build_dataset(cfg, train=False) if evaluates else None  # fail now, not after training
-    optimizer = build_optimizer(model, t)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(phases, cfg))
-    start = restore(latest, state, model, optimizer, scheduler) if state is not None else 0
-    del state  # the weights now live in the model; do not keep a second copy for the whole run
-    if start >= t["iters"]:
-        raise ValueError(f"{latest}: training already finished ({start} of {t['iters']} iterations)")
-    if info.is_main:
-        os.makedirs(work_dir, exist_ok=True)
-        remove_stale_temporaries(work_dir)
-        with open(os.path.join(work_dir, CONFIG), "w", encoding="utf-8") as f:
-            f.write(dump_config(cfg))
-    log = JsonlLog(os.path.join(work_dir, LOG), info.is_main, keep_until=start if checkpoint else None)
-    sampler = ResumableBatchSampler(len(dataset), t["batch_size"], t["seed"], info, start, t["iters"])
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["data"]["num_workers"])
-    bar = tqdm(total=t["iters"], initial=start, desc="train", unit="it", disable=not (progress and info.is_main))
-    saved = checkpoint
-    phase, net, window = None, model, []
-    for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
-        if phase is None or not phase.start <= iteration < phase.end:
-            phase = phase_at(phases, iteration)
-            set_trainable(model, phase, t["freeze_bn"])
-            net = _wrap(model, info)
-        step = _step(net, optimizer, scheduler, images.to(info.device), labels.to(info.device), phase,
-                     _execution(t["execution"], phase.rho), info, iteration + 1, saved)
-        window.append(step)
-        done = iteration + 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{step[0]:.3f}", phase=phase.name, shares="/".join(f"{100 * s:.0f}" for s in step[2]))
-        if done % t["log_interval"] == 0 or done == t["iters"]:
-            log.write(_train_record(done, phase, optimizer, window))
-            window = []
-        if done % t["checkpoint_interval"] == 0 or done == t["iters"]:
-            if info.is_main:
-                save_checkpoint(latest, checkpoint_state(model, optimizer, scheduler, done, cfg))
-            saved = latest
-        if t["eval_interval"] and done % t["eval_interval"] == 0 and done != t["iters"]:
-            _evaluate_and_log(model, val_dataset, cfg, info, log, done, progress)
-            set_trainable(model, phase, t["freeze_bn"])
-    bar.close()
-    broadcast_buffers(model, info)
-    if info.is_main:
-        save_checkpoint(final, {"model": model.state_dict(), "iteration": t["iters"], "config": cfg})
-    evaluation = _evaluate_and_log(model, val_dataset, cfg, info, log, t["iters"], progress) if evaluates else None
-    return TrainSummary(model, work_dir, t["iters"], final, evaluation)
+    if check_data:
+        require_valid_data([dataset, val_dataset], cfg["model"]["num_classes"], progress and info.is_main)
+    with work_dir_lock(work_dir, enabled=info.is_main):
+        state = resume_checkpoint(work_dir, resume, cfg)  # again, under the lock: another run may have ended
+        if t["load_from"] and state is None:
+            load_model_weights(model, t["load_from"])
+        optimizer = build_optimizer(model, t)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(phases, cfg))
+        start = restore(os.path.join(work_dir, LATEST), state, model, optimizer, scheduler) if state else 0
+        run = _Run(cfg, info, model, optimizer, scheduler, phases, progress,
+                   saved=start if state is not None else None)
+        del state  # the weights now live in the model; do not keep a second copy for the whole run
+        if info.is_main:
+            remove_stale_temporaries(work_dir)
+            with open(os.path.join(work_dir, CONFIG), "w", encoding="utf-8") as f:
+                f.write(dump_config(cfg))
+        log = JsonlLog(os.path.join(work_dir, LOG), info.is_main, keep_until=start if run.saved is not None else None)
+        if start < t["iters"]:
+            run.loop(dataset, val_dataset, log, start)
+        return run.finish(val_dataset, log, evaluates)
+
+
+class _Run:
+    """One training run's moving parts: the loop over iterations, and what ends the run."""
+
+    def __init__(self, cfg, info: DistInfo, model: LayerCascade, optimizer, scheduler, phases: List[Phase],
+                 progress: bool, saved: Optional[int]):
+        self.cfg, self.info, self.model, self.optimizer, self.scheduler = cfg, info, model, optimizer, scheduler
+        self.phases, self.progress = phases, progress
+        self.saved = saved  # iteration of the last checkpoint written (None: none yet)
+        work_dir = cfg["work_dir"]
+        self.latest, self.final = os.path.join(work_dir, LATEST), os.path.join(work_dir, FINAL)
+
+    def loop(self, dataset, val_dataset, log: JsonlLog, start: int) -> None:
+        t, info, model = self.cfg["train"], self.info, self.model
+        sampler = ResumableBatchSampler(len(dataset), t["batch_size"], t["seed"], info, start, t["iters"])
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.cfg["data"]["num_workers"])
+        bar = tqdm(total=t["iters"], initial=start, desc="train", unit="it",
+                   disable=not (self.progress and info.is_main))
+        phase, net, window, done = None, model, [], start
+        try:
+            for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
+                if phase is None or not phase.start <= iteration < phase.end:
+                    phase = phase_at(self.phases, iteration)
+                    set_trainable(model, phase, t["freeze_bn"])
+                    net = _wrap(model, info)
+                saved = self.latest if self.saved is not None else None
+                step = _step(net, self.optimizer, self.scheduler, images.to(info.device), labels.to(info.device),
+                             phase, _execution(t["execution"], phase.rho), info, iteration + 1, saved)
+                window.append(step)
+                done = iteration + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{step[0]:.3f}", phase=phase.name,
+                                shares="/".join(f"{100 * s:.0f}" for s in step[2]))
+                if done % t["log_interval"] == 0 or done == t["iters"]:
+                    log.write(_train_record(done, phase, self.optimizer, window))
+                    window = []
+                if done % t["checkpoint_interval"] == 0 or done == t["iters"]:
+                    if info.is_main:
+                        save_checkpoint(self.latest, checkpoint_state(model, self.optimizer, self.scheduler, done,
+                                                                      self.cfg))
+                    self.saved = done
+                if t["eval_interval"] and done % t["eval_interval"] == 0 and done != t["iters"]:
+                    _evaluate_and_log(model, val_dataset, self.cfg, info, log, done, self.progress)
+                    set_trainable(model, phase, t["freeze_bn"])
+        except KeyboardInterrupt:
+            resume = ("--resume starts again from the beginning (no checkpoint yet)" if self.saved is None
+                      else f"continue with --resume (from the checkpoint of iteration {self.saved})")
+            raise Interrupted(f"interrupted at iteration {done} of {t['iters']}; {resume}") from None
+        finally:
+            bar.close()
+
+    def finish(self, val_dataset, log: JsonlLog, evaluates: bool) -> TrainSummary:
+        """Write what the end of a run writes and is not there yet: final.pth, and the final
+        evaluation (done once its record is in the log, which is written after eval.json)."""
+        t, info, work_dir = self.cfg["train"], self.info, self.cfg["work_dir"]
+        broadcast_buffers(self.model, info)
+        write_final = not os.path.isfile(self.final)
+        evaluate_now = evaluates and not log.has("eval", t["iters"])
+        evaluate_now = bool(all_reduce_sum(torch.tensor([float(evaluate_now)]), info).item())  # rank 0 decides
+        missing = [name for name, needed in ((FINAL, write_final), (EVAL, evaluate_now)) if needed]
+        try:
+            if info.is_main and write_final:
+                save_checkpoint(self.final, {"model": self.model.state_dict(), "iteration": t["iters"],
+                                             "config": self.cfg})
+            evaluation = None
+            if evaluate_now:
+                evaluation = _evaluate_and_log(self.model, val_dataset, self.cfg, info, log, t["iters"], self.progress)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted after the last iteration, while writing {', '.join(missing)}; "
+                              f"--resume completes the run") from None
+        return TrainSummary(self.model, work_dir, t["iters"], self.final, evaluation, completed=missing)
 
 
 def _step(net, optimizer, scheduler, images, labels, phase: Phase, execution: str, info: DistInfo,

@@ -1,10 +1,15 @@
 """A training run's folder: its checkpoints, its log, and the rules for starting or resuming.
 
-* A fresh run refuses a work_dir that already holds a run (``latest.pth``): nothing is lost
-  by accident. ``--resume`` continues it; ``--resume`` with no checkpoint yet starts fresh
-  (a requeued job that died before its first checkpoint).
+* A fresh run refuses a work_dir that already holds a run (any of ``latest.pth``,
+  ``final.pth``, ``log.jsonl``, ``eval.json``): nothing is lost by accident. ``--resume``
+  continues it; ``--resume`` with no checkpoint yet starts fresh (a requeued job that died
+  before its first checkpoint).
+* One run at a time: a run holds an OS lock on ``work_dir/.lock`` (``fcntl.flock``) while it
+  works; a second run into the same folder stops at once. The OS releases the lock when the
+  process ends, however it ends.
 * Resuming checks that the settings that shape the run are those of the checkpoint, and
-  names the ones that differ.
+  names the ones that differ. A run resumed after its last iteration completes what is missing
+  (``final.pth``, the evaluation).
 * The log is cut back to the checkpoint's iteration on resume, so no iteration is logged twice.
 """
 from __future__ import annotations
@@ -12,13 +17,21 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError, atomic_write, load_checkpoint
+from ..errors import UsageError
 
-LATEST, FINAL, LOG, CONFIG = "latest.pth", "final.pth", "log.jsonl", "config.yaml"
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs are not locked there
+    fcntl = None
+
+LATEST, FINAL, LOG, CONFIG, EVAL, LOCK = "latest.pth", "final.pth", "log.jsonl", "config.yaml", "eval.json", ".lock"
+RUN_FILES = (LATEST, FINAL, LOG, EVAL)  # a folder with any of these holds a run
 
 # settings a resumed run must share with its checkpoint (dotted keys; a section means all of it)
 RESUME_KEYS = ("model", "data.type", "data.root", "train.mode", "train.optimizer", "train.batch_size",
@@ -43,23 +56,67 @@ def config_differences(old: Dict[str, Any], new: Dict[str, Any], keys=RESUME_KEY
     return differ
 
 
+def held_run_files(work_dir: str) -> List[str]:
+    """The files of a run that ``work_dir`` holds (see :data:`RUN_FILES`)."""
+    return [name for name in RUN_FILES if os.path.exists(os.path.join(work_dir, name))]
+
+
+def check_work_dir(work_dir: str, resume: bool) -> None:
+    """Refuse a fresh run into a folder that holds a run, or a resume that cannot continue one."""
+    held = held_run_files(work_dir)
+    if os.path.exists(work_dir) and not os.path.isdir(work_dir):
+        raise UsageError(f"work_dir {work_dir}: exists and is not a folder")
+    if not resume and held:
+        raise UsageError(f"work_dir {work_dir} already holds a run ({', '.join(held)}): pass --resume to continue "
+                         f"it, or choose another --work-dir")
+    if resume and LATEST not in held and (FINAL in held or EVAL in held):
+        raise UsageError(f"work_dir {work_dir} holds {', '.join(held)} but no {LATEST} to resume from: choose "
+                         f"another --work-dir")
+
+
 def resume_checkpoint(work_dir: str, resume: bool, cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The checkpoint state to resume from (read once, here), or None for a fresh start;
-    raises on a conflict."""
+    raises on a conflict (see :func:`check_work_dir`) or on settings that differ."""
+    check_work_dir(work_dir, resume)
     latest = os.path.join(work_dir, LATEST)
     if not os.path.isfile(latest):
         if resume:
             print(f"sparse-lc train: no {latest} yet: starting from scratch")
         return None
-    if not resume:
-        raise ValueError(f"{latest}: this work_dir already holds a run; pass --resume to continue it "
-                         f"or choose another --work-dir")
     state = load_checkpoint(latest)
     stored = state.get("config")
     differ = config_differences(stored, cfg) if isinstance(stored, dict) else []
     if differ:
         raise CheckpointError(f"{latest}: cannot resume with different settings: {', '.join(differ)}")
     return state
+
+
+@contextmanager
+def work_dir_lock(work_dir: str, enabled: bool = True) -> Iterator[None]:
+    """Hold ``work_dir/.lock`` (creating the folder) for the block; UsageError at once if another
+    process holds it. The file keeps the holder's process id, for the message."""
+    if not enabled or fcntl is None:
+        yield
+        return
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        fd = os.open(os.path.join(work_dir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UsageError(f"work_dir {work_dir}: cannot create it or its lock file ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise UsageError(f"work_dir {work_dir} is in use by another run (process {holder}): wait for it to end, "
+                         f"or choose another --work-dir") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def remove_stale_temporaries(work_dir: str) -> None:
@@ -77,12 +134,27 @@ class JsonlLog:
         self.path, self.enabled = path, enabled
         if not enabled:
             return
-        kept = []
-        if keep_until is not None and os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                kept = [line for line in f if line.strip() and json.loads(line).get("iter", 0) <= keep_until]
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(kept)
+        kept = [r for r in self.records() if r.get("iter", 0) <= keep_until] if keep_until is not None else []
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write(path, lambda f: f.write(text.encode()))
+
+    def records(self) -> List[Dict[str, Any]]:
+        """The records so far; a line cut short by a killed process is left out."""
+        if not os.path.isfile(self.path):
+            return []
+        records = []
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return records
+
+    def has(self, kind: str, iteration: int) -> bool:
+        """Whether the log holds a record of ``kind`` ("train", "eval") at ``iteration`` (False
+        off the main process, which keeps no log)."""
+        return self.enabled and any(r.get("type") == kind and r.get("iter") == iteration for r in self.records())
 
     def write(self, record: Dict[str, Any]) -> None:
         if self.enabled:

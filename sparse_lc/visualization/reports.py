@@ -9,6 +9,7 @@ from typing import List, Sequence
 import torch
 
 from ..cascade import format_rho
+from ..checkpoint import atomic_write
 from ..evaluation import CalibrationReport, EvalResult, Reliability
 from .plots import plot_pareto, plot_reliability, plot_rho_sweep
 
@@ -29,27 +30,25 @@ def save_reliability_diagrams(result: EvalResult, folder: str, prefix: str = "re
 
 def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = "") -> List[str]:
     """Write ``eval.json`` (one object per rho), for several rho ``rho_sweep.png``, and the
-    reliability diagrams of each stage at the first rho into ``folder``; returns the paths."""
+    reliability diagrams of each stage at the first rho into ``folder``; returns the paths.
+    ``eval.json`` is written last and atomically: when it is there, the pictures are too."""
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, "eval.json")]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump([r.to_json() for r in results], f, indent=1)
     if len(results) > 1:
         paths.append(os.path.join(folder, "rho_sweep.png"))
         plot_rho_sweep(results, paths[1], title)
-    return paths + save_reliability_diagrams(results[0], folder)
+    paths += save_reliability_diagrams(results[0], folder)
+    _write_json(paths[0], [r.to_json() for r in results])
+    return paths
 
 
 def save_calibration_report(report: CalibrationReport, folder: str, title: str = "") -> List[str]:
     """Write ``thresholds.json`` (every explored pair, the front, the choice), ``pareto.png`` and
-    ``reliability_s{k}.png`` (calibration pixels, before and after) into ``folder``."""
+    ``reliability_s{k}.png`` (calibration pixels, before and after) into ``folder``; the JSON
+    last and atomically."""
     os.makedirs(folder, exist_ok=True)
     point = report.operating_point
     paths = [os.path.join(folder, name) for name in ("thresholds.json", "pareto.png")]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump({"operating_point": asdict(point), "chosen": report.chosen.to_json(),
-                   "front": [p.to_json() for p in report.front],
-                   "points": [p.to_json() for p in report.points]}, f, indent=1)
     plot_pareto(report.points, report.front, report.chosen, point.reference_miou, point.criterion,
                 paths[1], f"{title}: {point.criterion}" if title else "")
     for k, (before, after) in enumerate(zip(report.reliability_before, report.reliability_after)):
@@ -57,4 +56,12 @@ def save_calibration_report(report: CalibrationReport, folder: str, title: str =
             paths.append(os.path.join(folder, f"reliability_s{k + 1}.png"))
             plot_reliability(before, after, paths[-1], f"stage {k + 1}, {point.split} split",
                              point.temperatures[k])
+    _write_json(paths[0], {"operating_point": asdict(point), "chosen": report.chosen.to_json(),
+                           "front": [p.to_json() for p in report.front],
+                           "points": [p.to_json() for p in report.points]})
     return paths
+
+
+def _write_json(path: str, data) -> None:
+    text = json.dumps(data, indent=1)
+    atomic_write(path, lambda f: f.write(text.encode()))
