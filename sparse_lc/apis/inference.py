@@ -67,9 +67,10 @@ def is_segment_output(path: str) -> bool:
 
 
 def _folder_images(folder: str) -> List[str]:
-    """The image files of ``folder`` (sorted, not recursive), without this tool's own outputs."""
+    """The image files of ``folder`` (sorted, not recursive; broken links included, to be
+    reported), without this tool's own outputs."""
     names = sorted(f for f in os.listdir(folder)
-                   if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, f)))
+                   if f.lower().endswith(IMAGE_SUFFIXES) and not os.path.isdir(os.path.join(folder, f)))
     return [os.path.join(folder, f) for f in names if not is_segment_output(os.path.join(folder, f))]
 
 
@@ -84,10 +85,8 @@ def collect_inputs(inputs: Sequence[str]) -> Tuple[List[str], List[SegmentRecord
             if not found:
                 failed.append(SegmentRecord(path, False, f"no image files in this folder "
                                                          f"({', '.join(IMAGE_SUFFIXES)})"))
-        elif os.path.isfile(path):
+        elif os.path.isfile(path) or os.path.islink(path):  # a broken link is reported when read
             files.append(path)
-        elif os.path.islink(path):
-            failed.append(SegmentRecord(path, False, "a broken or looping symbolic link"))
         else:
             failed.append(SegmentRecord(path, False, "no such file or folder"))
     return files, failed

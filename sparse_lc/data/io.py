@@ -28,12 +28,15 @@ def read_image(path: str) -> np.ndarray:
     reach the terminal.
     """
     if not os.path.isfile(path):
-        raise DataError(f"{path}: {'a folder, not an image file' if os.path.isdir(path) else 'no such file'}")
+        raise DataError(f"{path}: {_not_a_file(path)}")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: an empty file")
     with _decoder_messages() as messages:
         image = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     said = f" ({messages.text})" if messages.text else ""
     if image is None or image.size == 0:
-        raise DataError(f"{path}: cannot decode image: not an image, or a format OpenCV cannot read{said}")
+        reason = _claimed_size(path) or "cannot decode image: not an image, or a format OpenCV cannot read"
+        raise DataError(f"{path}: {reason}{said}")
     if "premature end" in messages.text.lower():
         raise DataError(f"{path}: truncated or corrupt image{said}")
     image = to_uint8(image)
@@ -47,6 +50,30 @@ def read_image(path: str) -> np.ndarray:
 
 
 read_photo = read_image  # the name segment has always used
+
+
+MAX_PIXELS = 1 << 30  # OpenCV's limit (OPENCV_IO_MAX_IMAGE_PIXELS)
+
+
+def _claimed_size(path: str) -> str:
+    """Why a file OpenCV refused may have been refused: a header claiming too many pixels."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # read the header only, whatever it claims
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except (OSError, ValueError):
+        return ""
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    if width * height > int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", MAX_PIXELS)):
+        return f"its header claims {width}x{height} pixels, more than OpenCV reads"
+    return ""
+
+
+def _not_a_file(path: str) -> str:
+    if os.path.isdir(path):
+        return "a folder, not an image file"
+    return "a broken or looping symbolic link" if os.path.islink(path) else "no such file"
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
