@@ -58,3 +58,39 @@ def test_the_config_reference_page_is_current():
     page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "configs.md"), encoding="utf-8").read()
     assert page == reference_markdown(), "run: python tools/make_config_docs.py"
     assert all(f"`{key.name}`" in page and key.help for key in KEYS)
+
+
+def test_training_combinations(tmp_path):
+    from sparse_lc.config import check_training
+    from sparse_lc.errors import ConfigWarning
+
+    with pytest.raises(ConfigError, match=r"train.warmup_iters \(30\) exceeds train.iters \(20\): mode lc would never"):
+        check_training(load_config(overrides=["train.iters=20", "train.warmup_iters=30"]))
+    check_training(load_config(overrides=["train.iters=20", "train.warmup_iters=30", "train.mode=dense",
+                                          "train.crop_size=[64,64]"]))
+    with pytest.raises(ConfigError, match="train.stage_loss_weights: all zero"):
+        check_training(load_config(overrides=["train.stage_loss_weights=[0, 0, 0]"]))
+    with pytest.warns(ConfigWarning, match=r"train.eval_interval \(50\) exceeds train.iters \(20\)"):
+        check_training(load_config(overrides=["train.iters=20", "train.warmup_iters=5", "train.eval_interval=50",
+                                              "train.crop_size=[64,64]"]))
+    with pytest.warns(ConfigWarning, match=r"train.crop_size \[512, 512\] is larger than the largest rescaled"):
+        check_training(load_config(overrides=["data.synthetic.size=[64,64]"]))
+    # an old checkpoint's config that training would now refuse still loads (for eval, segment)
+    assert load_config(overrides=["train.iters=20", "train.warmup_iters=30"])["train"]["iters"] == 20
+
+
+def test_a_value_from_a_file_names_the_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("train:\n  iters: lots\n")
+    (tmp_path / "run.yaml").write_text("_base_: base.yaml\nmodel:\n  rho: 0.9\n")
+    with pytest.raises(ConfigError, match=r"base.yaml: train.iters: expected a whole number >= 1, got 'lots'"):
+        load_config(str(tmp_path / "run.yaml"))
+    (tmp_path / "sci.yaml").write_text("train:\n  lr: 5e-4\n  iters: 2e4\n")
+    cfg = load_config(str(tmp_path / "sci.yaml"))
+    assert cfg["train"]["lr"] == 5e-4 and cfg["train"]["iters"] == 20000 and isinstance(cfg["train"]["iters"], int)
+
+
+def test_a_dataset_with_fixed_classes_refuses_fewer(tmp_path):
+    from sparse_lc.data import DataError, build_dataset
+
+    with pytest.raises(DataError, match=r"model.num_classes \(3\) is below the 6 classes of the synthetic dataset"):
+        build_dataset(load_config(overrides=["model.num_classes=3"]), train=True)

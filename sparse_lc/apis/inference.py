@@ -17,14 +17,16 @@ Nothing a user owns is written over. Every file segment writes carries a mark in
 from __future__ import annotations
 
 import os
+import struct
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs
@@ -160,14 +162,21 @@ def _blocked(outputs: Sequence[str], protected: Set[str], overwrite: bool) -> Op
 
 
 def _write_picture(path: str, bgr: np.ndarray) -> None:
-    """A BGR picture as PNG or JPEG (by suffix), with :data:`MARK` in its metadata."""
-    image = Image.fromarray(np.ascontiguousarray(bgr[:, :, ::-1]))
+    """A BGR picture as PNG or JPEG (by suffix), encoded by OpenCV, with :data:`MARK` in its
+    metadata: a PNG ``tEXt`` chunk "Software" after the header, a JPEG comment after SOI."""
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1], bgr)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    data = encoded.tobytes()
     if path.endswith(".png"):
-        info = PngImagePlugin.PngInfo()
-        info.add_text("Software", MARK)
-        image.save(path, pnginfo=info)
+        text = b"Software\0" + MARK.encode()
+        chunk = struct.pack(">I", len(text)) + b"tEXt" + text + struct.pack(">I", zlib.crc32(b"tEXt" + text))
+        data = data[:33] + chunk + data[33:]  # 8-byte signature + 25-byte IHDR chunk
     else:
-        image.save(path, quality=92, comment=MARK.encode())
+        comment = MARK.encode()
+        data = data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def segment_file(model: LayerCascade, path: str, stem: str, palette: np.ndarray, rho: Optional[Rho],

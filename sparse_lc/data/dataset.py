@@ -119,8 +119,14 @@ def build_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object] 
         builder = DATASETS.get(data["type"])
     except UnknownNameError as e:
         raise DataError(f"data.type: {e}") from None
-    if DATASETS.info(data["type"])["needs_root"] and not data["root"]:
+    info = DATASETS.info(data["type"])
+    if info["needs_root"] and not data["root"]:
         raise DataError(f"data.root: a {data['type']} dataset needs the path of its folder")
+    num_classes = cfg["model"]["num_classes"]
+    if info["classes"] is not None and num_classes < len(info["classes"]):
+        raise DataError(f"model.num_classes ({num_classes}) is below the {len(info['classes'])} classes of the "
+                        f"{data['type']} dataset: its labels would be out of range; set model.num_classes to "
+                        f"{len(info['classes'])}")
     split_name = _split_name(cfg, train, split)
     dataset = builder(cfg, split_name, train, _default_transform(cfg, train) if transform is None else transform)
     dataset.num_classes = cfg["model"]["num_classes"]

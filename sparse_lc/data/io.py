@@ -104,6 +104,7 @@ class _Messages:
 
 
 _CAPTURE = threading.Lock()
+_SINKS: dict = {}  # process id -> its temporary file for decoder messages (not shared across fork)
 
 
 @contextmanager
@@ -113,7 +114,12 @@ def _decoder_messages() -> Iterator[_Messages]:
     terminal and break progress bars; the text is given back for error messages. One thread at
     a time (stderr is one per process)."""
     messages = _Messages()
-    with _CAPTURE, tempfile.TemporaryFile() as sink:
+    with _CAPTURE:
+        sink = _SINKS.get(os.getpid())
+        if sink is None:
+            sink = _SINKS[os.getpid()] = tempfile.TemporaryFile()
+        sink.seek(0)
+        sink.truncate()
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
