@@ -29,19 +29,19 @@ import yaml
 from .backbones import backbone_info
 from .errors import ConfigError, ConfigWarning, UnknownNameError
 from .schema import (
-    Boolean,
     Check,
     Choice,
     Invalid,
     ListOf,
-    Mapping,
     Maybe,
     Number,
     Range,
-    Text,
     Threshold,
+    boolean,
+    mapping,
     rgb,
     size_pair,
+    text,
 )
 
 __all__ = ["DEFAULTS", "KEYS", "ConfigError", "apply_override", "config_from_dict", "dump_config",
@@ -60,14 +60,14 @@ class Key(NamedTuple):
 
 WHOLE_0, WHOLE_1 = Number(0, whole=True), Number(1, whole=True)
 POSITIVE = Number(0, low_open=True)
-PATH = Maybe(Text())
+PATH = Maybe(text())
 
 KEYS: Sequence[Key] = (
-    Key("custom_imports", [], ListOf(Text()), "Python modules imported before anything is built (user code that "
+    Key("custom_imports", [], ListOf(text()), "Python modules imported before anything is built (user code that "
         "registers a backbone, dataset or train mode), looked up on sys.path, in the current folder and beside the "
         "config file", free_form=True),
-    Key("model.backbone", "resnet18", Text(), "a registered backbone (`sparse-lc list`)"),
-    Key("model.backbone_args", {}, Mapping(), "keyword arguments of the backbone factory, e.g. "
+    Key("model.backbone", "resnet18", text(), "a registered backbone (`sparse-lc list`)"),
+    Key("model.backbone_args", {}, mapping(), "keyword arguments of the backbone factory, e.g. "
         "`{dilations: [2, 4]}`", free_form=True),
     Key("model.num_classes", 21, Number(1, 255, whole=True), "K, the number of classes (label 255 is ignored)"),
     Key("model.head_channels", 128, WHOLE_1, "hidden width of each stage's two-conv classifier"),
@@ -81,20 +81,20 @@ KEYS: Sequence[Key] = (
         "backbone; ImageNet's for torchvision ResNets)"),
     Key("model.pixel_std", None, Maybe(ListOf(POSITIVE, length=3, expected="[r, g, b], three numbers > 0")),
         "RGB standard deviation on the 0-255 scale; null: the backbone's"),
-    Key("data.type", "synthetic", Text(), "a registered dataset: voc | cityscapes | folder | synthetic"),
+    Key("data.type", "synthetic", text(), "a registered dataset: voc | cityscapes | folder | synthetic"),
     Key("data.root", None, PATH, "dataset folder (not used by synthetic)"),
-    Key("data.classes", None, Maybe(ListOf(Text(), min_length=1, unique=True,
+    Key("data.classes", None, Maybe(ListOf(text(), min_length=1, unique=True,
                                            expected="a list of distinct class names, e.g. [road, car]")),
         "class names (folder datasets): "
         "as many as model.num_classes", free_form=True),
     Key("data.palette", None, Maybe(ListOf(rgb(), min_length=1, expected="a list of [r, g, b] colours")),
         "`[[r, g, b], ...]` per class (folder datasets; "
         "default VOC's colours)", free_form=True),
-    Key("data.train_split", "train", Text(), "split trained on"),
-    Key("data.val_split", "val", Text(), "split evaluated on"),
-    Key("data.calib_split", "val", Text(), "split `sparse-lc calibrate` fits temperatures and picks thresholds on"),
-    Key("data.voc_aug", False, Boolean(), "VOC: train on SegmentationClassAug (10,582 images)"),
-    Key("data.voc_aug_list", "ImageSets/Segmentation/train_aug.txt", Text(), "VOC: the id list of the aug set, "
+    Key("data.train_split", "train", text(), "split trained on"),
+    Key("data.val_split", "val", text(), "split evaluated on"),
+    Key("data.calib_split", "val", text(), "split `sparse-lc calibrate` fits temperatures and picks thresholds on"),
+    Key("data.voc_aug", False, boolean(), "VOC: train on SegmentationClassAug (10,582 images)"),
+    Key("data.voc_aug_list", "ImageSets/Segmentation/train_aug.txt", text(), "VOC: the id list of the aug set, "
         "relative to the VOC2012 folder"),
     Key("data.num_workers", 2, WHOLE_0, "DataLoader worker processes (0: load in the main process)"),
     Key("data.synthetic.num_train", 1000, WHOLE_1, "synthetic: training scenes"),
@@ -106,7 +106,7 @@ KEYS: Sequence[Key] = (
         "synthetic: objects per scene, from the first number up to one less than the second"),
     Key("data.synthetic.radius_range", [0.14, 0.30], Range(Number(0, 1, low_open=True)),
         "synthetic: object radius as a share of the scene's shorter side"),
-    Key("train.mode", "lc", Text(), "a registered train mode: lc (the paper) | dense (deep supervision only) | "
+    Key("train.mode", "lc", text(), "a registered train mode: lc (the paper) | dense (deep supervision only) | "
         "mc (model cascade)"),
     Key("train.iters", 20000, WHOLE_1, "iterations in all"),
     Key("train.warmup_iters", 5000, WHOLE_0, "lc: deep-supervision iterations (rho = 1) before the cascade; "
@@ -114,13 +114,13 @@ KEYS: Sequence[Key] = (
     Key("train.batch_size", 8, WHOLE_1, "images per iteration and process"),
     Key("train.crop_size", [512, 512], size_pair(8), "training crop `[H, W]`"),
     Key("train.scale_range", [0.5, 2.0], Range(POSITIVE), "random rescaling range"),
-    Key("train.flip", True, Boolean(), "random horizontal flips"),
+    Key("train.flip", True, boolean(), "random horizontal flips"),
     Key("train.optimizer", "sgd", Choice("sgd", "adamw"), "the optimizer"),
     Key("train.lr", 0.01, POSITIVE, "base learning rate (poly decay)"),
     Key("train.momentum", 0.9, Number(0, 1, high_open=True), "SGD momentum"),
     Key("train.weight_decay", 0.0005, Number(0), "weight decay"),
     Key("train.poly_power", 0.9, Number(0), "power of the poly learning-rate decay"),
-    Key("train.freeze_bn", False, Boolean(), "keep every batch norm in eval mode, its parameters fixed"),
+    Key("train.freeze_bn", False, boolean(), "keep every batch norm in eval mode, its parameters fixed"),
     Key("train.stage_loss_weights", [1.0, 1.0, 1.0], ListOf(Number(0), length=3, expected="three numbers >= 0"),
         "weight of each stage's loss"),
     Key("train.execution", "auto", Choice("auto", "sparse", "dense"), "auto (dense while rho = 1, else sparse) | "
@@ -128,12 +128,12 @@ KEYS: Sequence[Key] = (
     Key("train.checkpoint_interval", 1000, WHOLE_1, "iterations between checkpoints (latest.pth)"),
     Key("train.log_interval", 20, WHOLE_1, "iterations between log records"),
     Key("train.eval_interval", 0, WHOLE_0, "iterations between evaluations during training (0: none)"),
-    Key("train.eval_at_end", True, Boolean(), "evaluate the final model"),
+    Key("train.eval_at_end", True, boolean(), "evaluate the final model"),
     Key("train.load_from", None, PATH, "start from these weights (e.g. the dense baseline's final.pth)"),
     Key("train.seed", 0, WHOLE_0, "seed of the weights, the sampler and the augmentation"),
     Key("eval.rhos", None, Maybe(ListOf(Threshold(), min_length=1)), "thresholds to evaluate (default: "
         "`[model.rho, 1.0]`); an entry may be a pair", free_form=True),
-    Key("work_dir", "work_dirs/default", Text(), "folder of a training run's checkpoints, log and evaluation"),
+    Key("work_dir", "work_dirs/default", text(), "folder of a training run's checkpoints, log and evaluation"),
 )
 
 

@@ -57,22 +57,28 @@ class Number(Check):
         return value
 
 
-class Boolean(Check):
-    expected = "true or false"
+class OfType(Check):
+    """A value of Python type ``kind`` (a non-empty one, for texts)."""
+
+    def __init__(self, kind: type, expected: str):
+        self.kind, self.expected = kind, expected
 
     def __call__(self, value: Any) -> Any:
-        if not isinstance(value, bool):
+        if not isinstance(value, self.kind) or (self.kind is str and not value):
             raise self.refuse(value)
         return value
 
 
-class Text(Check):
-    expected = "a text"
+def boolean() -> OfType:
+    return OfType(bool, "true or false")
 
-    def __call__(self, value: Any) -> Any:
-        if not isinstance(value, str) or not value:
-            raise self.refuse(value)
-        return value
+
+def text() -> OfType:
+    return OfType(str, "a text")
+
+
+def mapping() -> OfType:
+    return OfType(dict, "a mapping of names to values, e.g. {a: 1}")
 
 
 class Choice(Check):
@@ -82,15 +88,6 @@ class Choice(Check):
 
     def __call__(self, value: Any) -> Any:
         if value not in self.choices:
-            raise self.refuse(value)
-        return value
-
-
-class Mapping(Check):
-    expected = "a mapping of names to values, e.g. {a: 1}"
-
-    def __call__(self, value: Any) -> Any:
-        if not isinstance(value, dict):
             raise self.refuse(value)
         return value
 
