@@ -404,3 +404,5 @@ def test_row15_warm_up_costs_one_pass_per_run(tmp_path, monkeypatch):
     passes.clear()
     segment_files(model, [str(tmp_path)], str(tmp_path / "o2"), palette, progress=False, warmup=False)
     assert len(passes) == 4 + 1
+    proc = cli("segment", str(tmp_path), "--out", str(tmp_path / "o3"), "--json")  # and from the command line
+    assert proc.returncode == 0 and len(json.loads(proc.stdout)) == 4
