@@ -9,7 +9,8 @@ Data flow (h, w = H/8, W/8; K classes; T_k the temperature of stage k, 1 unless 
       hard_2 = hard_1 and top score of head 2 / T_2 <= rho_2  (pixels stage 3 decides)
       active_3 = hard_2 grown by `halo` (a subset of active_2)
     stage-2 features at active_3 -> stage 3 -> head 3
-    label of each pixel: from the stage that decided it -> upsample to H, W -> crop
+    label of each pixel: from the stage that decided it -> upsample to H, W -> crop (the labels
+    are assembled without the full-resolution logits: sparse_lc.assembly)
 
 ``rho`` is one threshold for both tests or a pair ``(rho_1, rho_2)``.
 ``execution="sparse"`` runs stages 2-3 as spconv submanifold convolutions on the active pixels;
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .assembly import assemble_labels, upsample_logits
 from .backbones import CascadeBackbone
 from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures
@@ -41,20 +43,33 @@ Rho = Union[float, Sequence[float]]
 class CascadeResult:
     """What one forward pass of a :class:`LayerCascade` returns (h, w = feature grid, H/8 x W/8).
 
-    logits:        ``[B, K, H, W]`` final logits at input resolution.
-    labels:        ``[B, H, W]`` int64, argmax of ``logits``.
+    labels:        ``[B, H, W]`` int64: the top class of the final logits at input resolution
+                   (computed without them: :func:`sparse_lc.assembly.assemble_labels`).
+    decided:       ``[B, K, h, w]``: each cell's logits from the stage that decided it.
+    size:          ``(H, W)``, the input size.
     stage_logits:  three ``[B, K, h, w]`` maps, one per stage; zero where the stage did not compute.
     active_masks:  three ``[B, h, w]`` bool: the pixels each stage computed (stage 1: all).
     hard_masks:    two ``[B, h, w]`` bool: still undecided after stage 1 and after stage 2.
     stage_map:     ``[B, h, w]`` uint8: which stage (1, 2, 3) decided each pixel.
+
+    The final logits at input resolution, ``[B, K, H, W]``, are not held (for a large image they
+    are the largest tensor of the run): :attr:`logits` computes them on each access.
     """
 
-    logits: torch.Tensor
     labels: torch.Tensor
+    decided: torch.Tensor
+    size: Tuple[int, int]
     stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     active_masks: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     hard_masks: Tuple[torch.Tensor, torch.Tensor]
     stage_map: torch.Tensor
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """``[B, K, H, W]`` final logits at input resolution: :attr:`decided` upsampled
+        (bilinear) to the padded input and cropped. Computed on each access (with gradient,
+        when the run has one); :attr:`labels` is their top class."""
+        return upsample_logits(self.decided, self.size)
 
     @property
     def received_masks(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -280,19 +295,17 @@ class LayerCascade(nn.Module):
     def assemble(size: Tuple[int, int], stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                  hard_masks: Tuple[torch.Tensor, torch.Tensor],
                  active_masks: Tuple[torch.Tensor, torch.Tensor]) -> CascadeResult:
-        """The result: each pixel's logits from the stage that decided it, upsampled to the
-        padded input and cropped to ``size = (H, W)``."""
+        """The result: each cell's logits from the stage that decided it, and the labels at
+        input resolution ``size = (H, W)`` (those of the logits upsampled to the padded input and
+        cropped; see :mod:`sparse_lc.assembly`)."""
         logits1, logits2, logits3 = stage_logits
         hard1, hard2 = hard_masks
         stage_map = 1 + hard1.to(torch.uint8) + hard2.to(torch.uint8)  # [B, h, w]
         decided = torch.where((stage_map == 1)[:, None], logits1,
                               torch.where((stage_map == 2)[:, None], logits2, logits3))
-        height, width = size
-        logits = F.interpolate(decided, size=(_round_up(height, 8), _round_up(width, 8)),
-                               mode="bilinear", align_corners=False)[:, :, :height, :width]
-        labels = logits.max(dim=1).indices  # as argmax, and faster on channels_last maps
-        return CascadeResult(logits=logits, labels=labels, stage_logits=stage_logits,
-                             active_masks=(torch.ones_like(hard1), *active_masks),
+        size = (int(size[0]), int(size[1]))
+        return CascadeResult(labels=assemble_labels(decided, size), decided=decided, size=size,
+                             stage_logits=stage_logits, active_masks=(torch.ones_like(hard1), *active_masks),
                              hard_masks=hard_masks, stage_map=stage_map)
 
     @staticmethod

@@ -24,7 +24,7 @@ TIERS = [
     {"registry", "utils", "checkpoint", "schema"},
     {"ops"},
     {"layers"},
-    {"backbones"},
+    {"backbones", "assembly"},
     {"cascade"},
     {"data"},
     {"builder", "config"},
