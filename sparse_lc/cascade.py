@@ -56,13 +56,21 @@ class CascadeResult:
     are the largest tensor of the run): :attr:`logits` computes them on each access.
     """
 
-    labels: torch.Tensor
     decided: torch.Tensor
     size: Tuple[int, int]
     stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     active_masks: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     hard_masks: Tuple[torch.Tensor, torch.Tensor]
     stage_map: torch.Tensor
+    _labels: Optional[torch.Tensor] = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``[B, H, W]`` int64: the top class of :attr:`logits` (assembled once, on first access,
+        unless the forward pass already did)."""
+        if self._labels is None:
+            self._labels = assemble_labels(self.decided, self.size)
+        return self._labels
 
     @property
     def logits(self) -> torch.Tensor:
@@ -233,13 +241,14 @@ class LayerCascade(nn.Module):
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, rho: Optional[Rho] = None, execution: str = "sparse",
-                hard_masks: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> CascadeResult:
+                hard_masks: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, labels: bool = True) -> CascadeResult:
         """Run the cascade on normalised RGB images ``[B, 3, H, W]`` (or ``[3, H, W]``), any H, W.
 
         ``rho`` (one threshold or two, see :data:`Rho`) overrides the model's. ``hard_masks``
         (two ``[B, h, w]`` bool, the second a subset of the first) replaces the thresholding:
         the cascade then runs with these hard pixels whatever the confidences (used to train
-        and to benchmark with given masks).
+        and to benchmark with given masks). ``labels=False`` leaves the labels to be assembled
+        when first asked for (tiled inference needs only the grid logits).
         """
         images = check_images(images)
         rho1, rho2 = rho_pair(self.rho if rho is None else rho)
@@ -258,7 +267,7 @@ class LayerCascade(nn.Module):
             logits3, active3 = self.run_stage3(x2, hard2, logits1)
         with section("assembly"):
             return self.assemble(images.shape[2:], (logits1, logits2, logits3), (hard1, hard2),
-                                 (active2, active3))
+                                 (active2, active3), labels)
 
     # The steps of forward, public so that a threshold search can share the work of earlier
     # stages between thresholds (see sparse_lc.evaluation.thresholds).
@@ -294,7 +303,7 @@ class LayerCascade(nn.Module):
     @staticmethod
     def assemble(size: Tuple[int, int], stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                  hard_masks: Tuple[torch.Tensor, torch.Tensor],
-                 active_masks: Tuple[torch.Tensor, torch.Tensor]) -> CascadeResult:
+                 active_masks: Tuple[torch.Tensor, torch.Tensor], labels: bool = True) -> CascadeResult:
         """The result: each cell's logits from the stage that decided it, and the labels at
         input resolution ``size = (H, W)`` (those of the logits upsampled to the padded input and
         cropped; see :mod:`sparse_lc.assembly`)."""
@@ -304,9 +313,9 @@ class LayerCascade(nn.Module):
         decided = torch.where((stage_map == 1)[:, None], logits1,
                               torch.where((stage_map == 2)[:, None], logits2, logits3))
         size = (int(size[0]), int(size[1]))
-        return CascadeResult(labels=assemble_labels(decided, size), decided=decided, size=size,
-                             stage_logits=stage_logits, active_masks=(torch.ones_like(hard1), *active_masks),
-                             hard_masks=hard_masks, stage_map=stage_map)
+        return CascadeResult(decided=decided, size=size, stage_logits=stage_logits,
+                             active_masks=(torch.ones_like(hard1), *active_masks), hard_masks=hard_masks,
+                             stage_map=stage_map, _labels=assemble_labels(decided, size) if labels else None)
 
     @staticmethod
     def _enter_stage(dense: torch.Tensor, active: torch.Tensor, name: str,

@@ -331,7 +331,7 @@ def test_row12_segment_argument_problems_are_one_line(tmp_path, case):
                          f"folder",
         "out_under_a_file": f"sparse-lc segment: error: --out {tmp_path}/file.txt/sub: cannot create the folder "
                             f"(Not a directory)",
-        "max_side": "sparse-lc segment: error: argument --max-side: expected a whole number >= 0 (0: no limit), "
+        "max_side": "sparse-lc segment: error: argument --max-side: expected a whole number >= 0 (0: full resolution), "
                     "got '-5' (see sparse-lc segment --help)",
         "empty_folder": f"sparse-lc segment: error: {tmp_path}/empty: no image files to segment (looked for .jpg, "
                         f".jpeg, .png, .bmp, .tif, .tiff)"}[case]

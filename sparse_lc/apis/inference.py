@@ -20,8 +20,10 @@ import os
 import struct
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -35,6 +37,7 @@ from ..data import DataError, read_photo, write_label
 from ..errors import Interrupted, OutputError
 from ..utils import prepare_images
 from ..visualization import draw_stage_map, overlay
+from .tiling import Tiling, segment_tiled, stage_map_pixels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = ("_label.png", "_overlay.jpg", "_stages.png")
@@ -122,14 +125,19 @@ def prepare_output_folder(out_dir: str) -> None:
 
 
 def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], max_side: int,
-                  dense_macs: DenseMacs, warm_up: bool = False
-                  ) -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...], float, int, int]:
+                  dense_macs: DenseMacs, warm_up: bool = False, tiling: Optional[Tiling] = None,
+                  execution: str = "sparse") -> Tuple[np.ndarray, np.ndarray, Tuple[float, ...], float, int, int]:
     """BGR uint8 ``[H, W, 3]`` -> (labels ``[H, W]``, stage map ``[H, W]``, shares, seconds,
-    cascade MACs, dense MACs). Images whose longer side exceeds ``max_side`` (0: no limit) run
-    downscaled; the maps are resized back (nearest) to the image. ``warm_up``: run the image
-    once untimed first, so that one-time set-up (allocations, spconv's first call) is not
-    counted as its time."""
+    cascade MACs, dense MACs). Images whose longer side exceeds ``max_side`` run downscaled;
+    the maps are resized back (nearest) to the image. ``max_side`` 0 is full resolution: an
+    image larger than a tile of ``tiling`` then runs tile by tile (:mod:`.tiling`). ``warm_up``:
+    run the image once untimed first, so that one-time set-up (allocations, spconv's first
+    call) is not counted as its time."""
     height, width = image.shape[:2]
+    if max_side == 0 and tiling is not None and tiling.applies(height, width):
+        tiled = segment_tiled(model, image, rho, tiling.tile, tiling.stride, tiling.batch, execution)
+        return (tiled.labels, stage_map_pixels(tiled.stage_map, (height, width)), tiled.stage_shares, tiled.seconds,
+                tiled.macs_cascade, tiled.macs_dense)
     scale = min(1.0, max_side / max(height, width)) if max_side else 1.0
     small = image if scale == 1.0 else cv2.resize(
         image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
@@ -137,9 +145,9 @@ def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], ma
     batch = prepare_images(small, model.pixel_mean, model.pixel_std, "bgr").to(param.device, param.dtype)
     with torch.no_grad():
         if warm_up:
-            model(batch, rho=rho)
+            model(batch, rho=rho, execution=execution)
         start = time.perf_counter()
-        result, macs = count_macs(model, batch, rho=rho)  # counting adds a few percent to the time
+        result, macs = count_macs(model, batch, rho=rho, execution=execution)  # counting adds a few percent
         seconds = time.perf_counter() - start
     labels = result.labels[0].cpu().numpy().astype(np.uint8)
     stages = result.stage_map_at(small.shape[:2])[0].cpu().numpy()
@@ -179,62 +187,206 @@ def _write_picture(path: str, bgr: np.ndarray) -> None:
         f.write(data)
 
 
-def segment_file(model: LayerCascade, path: str, stem: str, palette: np.ndarray, rho: Optional[Rho],
-                 max_side: int, dense_macs: DenseMacs, protected: Set[str], overwrite: bool = False,
-                 warm_up: bool = False) -> SegmentRecord:
-    """Segment one file and write its three pictures; any problem becomes a failed record
-    (``protected``: real paths of this run's inputs, never written)."""
-    outputs = [stem + suffix for suffix in OUTPUT_SUFFIXES]
-    blocked = _blocked(outputs, protected, overwrite)
-    if blocked:
-        return SegmentRecord(path, False, blocked)
-    try:
-        image = read_photo(path)
-        labels, stages, shares, seconds, macs, dense = segment_array(model, image, rho, max_side, dense_macs,
-                                                                     warm_up)
-        write_label(outputs[0], labels, palette, mark=MARK)
-        _write_picture(outputs[1], overlay(image, labels, palette))
-        _write_picture(outputs[2], draw_stage_map(image, stages, shares))
-    except DataError as e:
-        message = str(e)
+def _write_outputs(outputs: Sequence[str], image: np.ndarray, labels: np.ndarray, stages: np.ndarray,
+                   shares: Sequence[float], palette: np.ndarray) -> None:
+    """The three pictures of one image: labels (palette PNG), overlay (JPEG), stages (PNG)."""
+    write_label(outputs[0], labels, palette, mark=MARK)
+    _write_picture(outputs[1], overlay(image, labels, palette))
+    _write_picture(outputs[2], draw_stage_map(image, stages, shares))
+
+
+def _failure(path: str, error: Exception) -> SegmentRecord:
+    """A failed record; a DataError's message already names the file."""
+    if isinstance(error, DataError):
+        message = str(error)
         return SegmentRecord(path, False, message[len(path) + 2:] if message.startswith(path + ": ") else message)
-    except Exception as e:  # noqa: BLE001  (one bad file must not stop the batch; the reason is reported)
-        return SegmentRecord(path, False, " ".join(f"{type(e).__name__}: {e}".split())[:300])
-    return SegmentRecord(path, True, "", image.shape[0], image.shape[1], seconds, tuple(shares), macs, dense, outputs)
+    return SegmentRecord(path, False, " ".join(f"{type(error).__name__}: {error}".split())[:300])
 
 
 def _real(path: str) -> str:
     return os.path.normcase(os.path.realpath(path))
 
 
+def _read(path: str):
+    """The image at ``path``, or the exception reading it raised (the batch goes on)."""
+    try:
+        return read_photo(path)
+    except Exception as e:  # noqa: BLE001  (reported in the file's record)
+        return e
+
+
+def _prefetched(pool: ThreadPoolExecutor, paths: Sequence[str], depth: int) -> Iterator[Tuple[str, object]]:
+    """``(path, image or exception)`` in order, read ``depth`` files ahead on ``pool``."""
+    queue: Deque = deque()
+    ahead = iter(paths)
+    for path in ahead:
+        queue.append((path, pool.submit(_read, path)))
+        if len(queue) >= depth:
+            break
+    while queue:
+        path, future = queue.popleft()
+        for following in ahead:
+            queue.append((following, pool.submit(_read, following)))
+            break
+        yield path, future.result()
+
+
 def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, palette: np.ndarray,
                   rho: Optional[Rho] = None, max_side: int = 1024, progress: bool = True,
-                  warmup: bool = True, overwrite: bool = False) -> List[SegmentRecord]:
+                  warmup: bool = True, overwrite: bool = False, tiling: Optional[Tiling] = None,
+                  batch_size: int = 1, workers: int = 2, execution: str = "sparse") -> List[SegmentRecord]:
     """Segment every image of ``inputs`` (files or folders) into ``out_dir``. One record per
     input, failures included (unusable inputs first): the batch never stops for one bad file.
 
-    ``warmup``: the first image runs once untimed first (one extra pass per run), so that
-    one-time set-up is not counted in its time. ``overwrite``: replace files at output paths
-    that segment did not write (never this run's inputs). Raises OutputError when ``out_dir``
-    cannot be used, DataError when ``inputs`` hold no image at all, :class:`Interrupted` on
-    Ctrl-C (saying how far it got).
+    Files are read ahead and the pictures written on ``workers`` threads, so the model never
+    waits on the disk. ``batch_size``: consecutive images of one size (after downscaling) go
+    through the model together, up to this many; the MACs and time of a batch are shared out
+    evenly among its images. ``warmup``: the first batch runs once untimed first (one extra
+    pass per run). ``overwrite``: replace files at output paths that segment did not write
+    (never this run's inputs). ``max_side`` 0: full resolution, images larger than a tile of
+    ``tiling`` (default: :class:`Tiling`'s) cut into tiles, one image at a time.
+    ``execution="dense"`` runs the same model dense (every stage on every pixel, rho = 1), for
+    comparison. Raises OutputError when ``out_dir`` cannot be used, DataError when ``inputs`` hold no
+    image at all, :class:`Interrupted` on Ctrl-C (saying how far it got).
     """
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0 (0: no limit), got {max_side}")
+    if batch_size < 1 or workers < 1:
+        raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
     files, records = collect_inputs(inputs)
     if not files and not [r for r in records if "no image files" not in r.error]:
         raise DataError(f"{', '.join(inputs)}: no image files to segment (looked for {', '.join(IMAGE_SUFFIXES)})")
     prepare_output_folder(out_dir)
     stems = output_stems(files, out_dir)
-    dense_macs = DenseMacs(model)
     protected = {_real(p) for p in files}
-    done, warm_up = 0, warmup
+    jobs: Dict[str, List[str]] = {}
+    for path in files:
+        outputs = [stems[path] + suffix for suffix in OUTPUT_SUFFIXES]
+        blocked = _blocked(outputs, protected, overwrite)
+        if blocked:
+            records.append(SegmentRecord(path, False, blocked))
+        else:
+            jobs[path] = outputs
+    if execution == "dense":
+        rho = 1.0
+    run = _Segmenter(model, palette, rho, max_side, Tiling() if tiling is None else tiling, batch_size, warmup,
+                     execution)
+    bar = tqdm(total=len(jobs), desc="segment", unit="img", disable=not progress)
     try:
-        for path in tqdm(files, desc="segment", unit="img", disable=not progress):
-            records.append(segment_file(model, path, stems[path], palette, rho, max_side, dense_macs, protected,
-                                        overwrite, warm_up))
-            warm_up = warm_up and not records[-1].ok  # one warm-up pass per run: on the first image that runs
-            done += 1
+        with ThreadPoolExecutor(workers) as pool:
+            for _, record in run.records(_prefetched(pool, list(jobs), depth=batch_size + 2 * workers), jobs,
+                                            pool, depth=2 * workers):
+                records.append(record)
+                bar.update(1)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted after {done} of {len(files)} images; their outputs are in {out_dir}") from None
+        raise Interrupted(f"interrupted after {bar.n} of {len(jobs)} images; their outputs are in {out_dir}") from None
+    finally:
+        bar.close()
     return records
+
+
+class _Segmenter:
+    """Groups read images into batches, runs the model, hands the pictures to the writers."""
+
+    def __init__(self, model: LayerCascade, palette: np.ndarray, rho: Optional[Rho], max_side: int, tiling: Tiling,
+                 batch_size: int, warmup: bool, execution: str):
+        self.model, self.palette, self.rho, self.max_side = model, palette, rho, max_side
+        self.tiling, self.batch_size, self.warm_up, self.execution = tiling, batch_size, warmup, execution
+        self.dense_macs = DenseMacs(model)
+
+    def records(self, images: Iterator[Tuple[str, object]], jobs: Dict[str, List[str]], pool: ThreadPoolExecutor,
+                depth: int) -> Iterator[Tuple[str, SegmentRecord]]:
+        """One ``(path, record)`` per image, in order, once its pictures are written."""
+        writing: Deque = deque()
+        for group in self._groups(images):
+            for path, record, arrays in self._run(group):
+                future = pool.submit(_write_outputs, jobs[path], *arrays, self.palette) if record.ok else None
+                writing.append((path, replace(record, outputs=jobs[path]) if record.ok else record, future))
+            while len(writing) > depth or (writing and writing[0][2] is None):
+                yield self._finished(*writing.popleft())
+        while writing:
+            yield self._finished(*writing.popleft())
+
+    @staticmethod
+    def _finished(path: str, record: SegmentRecord, future) -> Tuple[str, SegmentRecord]:
+        if future is not None:
+            try:
+                future.result()
+            except Exception as e:  # noqa: BLE001  (a failed write fails that image only)
+                return path, _failure(path, e)
+        return path, record
+
+    def _size(self, image: np.ndarray) -> Tuple[int, int]:
+        """The size an image runs at (after downscaling); ``(0, 0)`` for an image cut into tiles."""
+        height, width = image.shape[:2]
+        if self.max_side == 0:
+            return (0, 0) if self.tiling.applies(height, width) else (height, width)
+        scale = min(1.0, self.max_side / max(height, width))
+        return (height, width) if scale == 1.0 else (max(1, round(height * scale)), max(1, round(width * scale)))
+
+    def _groups(self, images: Iterator[Tuple[str, object]]) -> Iterator[List[Tuple[str, object]]]:
+        """Consecutive images of one running size, up to ``batch_size``; a failed read or an image
+        cut into tiles alone."""
+        group: List[Tuple[str, object]] = []
+        for path, image in images:
+            alone = not isinstance(image, np.ndarray) or self._size(image) == (0, 0)
+            if group and (alone or len(group) == self.batch_size or self._size(image) != self._size(group[0][1])):
+                yield group
+                group = []
+            group.append((path, image))
+            if alone:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _run(self, group: List[Tuple[str, object]]):
+        """``(path, record, (image, labels, stages, shares))`` per image of the group."""
+        path, first = group[0]
+        if not isinstance(first, np.ndarray):
+            return [(path, _failure(path, first), None)]
+        try:
+            if len(group) == 1:
+                out = segment_array(self.model, first, self.rho, self.max_side, self.dense_macs, self.warm_up,
+                                    self.tiling, self.execution)
+                self.warm_up = False
+                return [self._record(path, first, *out)]
+            return self._run_batch(group)
+        except Exception as e:  # noqa: BLE001  (the images of this batch fail; the others go on)
+            return [(p, _failure(p, e), None) for p, _ in group]
+
+    def _run_batch(self, group: List[Tuple[str, np.ndarray]]):
+        images = [image for _, image in group]
+        height, width = images[0].shape[:2]
+        small_h, small_w = self._size(images[0])
+        small = [img if (small_h, small_w) == (height, width) else
+                 cv2.resize(img, (small_w, small_h), interpolation=cv2.INTER_AREA) for img in images]
+        param = next(self.model.parameters())
+        batch = prepare_images(small, self.model.pixel_mean, self.model.pixel_std, "bgr").to(param.device, param.dtype)
+        with torch.no_grad():
+            if self.warm_up:
+                self.model(batch, rho=self.rho, execution=self.execution)
+                self.warm_up = False
+            start = time.perf_counter()
+            result, macs = count_macs(self.model, batch, rho=self.rho, execution=self.execution)
+            seconds = (time.perf_counter() - start) / len(group)
+        labels = result.labels.to(torch.uint8).cpu().numpy()
+        stages = result.stage_map_at((small_h, small_w)).cpu().numpy()
+        counts = result.stage_counts.double()
+        shares = (counts / counts.sum(1, keepdim=True)).tolist()
+        dense = self.dense_macs(small_h, small_w)
+        out = []
+        for i, (path, image) in enumerate(group):
+            lab, stg = labels[i], stages[i]
+            if (small_h, small_w) != (height, width):
+                lab = cv2.resize(lab, (width, height), interpolation=cv2.INTER_NEAREST)
+                stg = cv2.resize(stg, (width, height), interpolation=cv2.INTER_NEAREST)
+            out.append(self._record(path, image, lab, stg, tuple(shares[i]), seconds, macs.total() // len(group),
+                                    dense))
+        return out
+
+    @staticmethod
+    def _record(path, image, labels, stages, shares, seconds, macs, dense):
+        record = SegmentRecord(path, True, "", image.shape[0], image.shape[1], seconds, tuple(shares), int(macs),
+                               int(dense))
+        return path, record, (image, labels, stages, shares)

@@ -26,6 +26,13 @@ DESCRIPTION = ("End-to-end speed: the cascade (sparse stages 2-3) against the sa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser, without_both="a random-weight ResNet-18 OS8, the default config")
     parser.add_argument("--size", type=at_least(1), nargs=2, default=[512, 512], metavar=("H", "W"), help="input size")
+    parser.add_argument("--image", default=None, metavar="FILE",
+                        help="time one image file at full resolution instead, tile by tile (as segment --max-side 0), "
+                             "cascade against the same tiles run dense, with peak memory")
+    parser.add_argument("--tile", type=at_least(8), nargs=2, metavar=("H", "W"), default=None,
+                        help="with --image: tile size (default: the config's train.crop_size, at least 512)")
+    parser.add_argument("--stride", type=at_least(8), nargs=2, metavar=("H", "W"), default=None,
+                        help="with --image: tile stride (default: 3/4 of the tile)")
     which = parser.add_mutually_exclusive_group()
     add_rho_option(which, many=True, default="the model's own confidences at its rho")
     which.add_argument("--hard-share", type=share, nargs=2, default=None, metavar=("H2", "H3"),
@@ -62,11 +69,14 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and args.checkpoint is None:
         print(f"note: no --config and no --checkpoint: the default config's ResNet-18 OS8 with random weights{why}",
               file=sys.stderr)
-        model = build_model(load_config(overrides=args.overrides)["model"])
+        cfg = load_config(overrides=args.overrides)
+        model = build_model(cfg["model"])
     else:
-        model, _ = model_from_args(args, random_weights=why)
+        model, cfg = model_from_args(args, random_weights=why)
     model = model.eval() if args.no_fuse else model.fused()
     model.to(init_distributed(args.device).device)
+    if args.image:
+        return _bench_image(model, cfg["train"]["crop_size"], args)
     if args.sweep:
         settings = [{"hard_shares": (h, h / 2)} for h in args.sweep]
     elif args.hard_share:
@@ -76,4 +86,50 @@ def run(args: argparse.Namespace) -> int:
     reports = [bench(model, tuple(args.size), batch=args.batch, warmup=args.warmup, reps=args.reps, **kw)
                for kw in settings]
     print_reports(reports, args.json, bench_table)
+    return 0
+
+
+def _bench_image(model, crop_size, args: argparse.Namespace) -> int:
+    """One full-resolution image, tile by tile: the cascade, then the same tiles dense; time,
+    MACs, stage shares and peak memory of each. Prints a table or (``--json``) one object."""
+    import json
+
+    import torch
+
+    from ..analysis import peak_memory
+    from ..apis import Tiling, segment_tiled
+    from ..data import read_image
+
+    image = read_image(args.image)
+    tiling = Tiling.for_crop(crop_size, args.tile, args.stride, args.batch)
+    rho = args.rho[0] if args.rho else None
+    shares = tuple(args.hard_share) if args.hard_share else None
+    runs = {"cascade": dict(rho=rho, hard_shares=shares), "dense": dict(rho=1.0, execution="dense")}
+    report = {"image": args.image, "size": list(image.shape[:2]), "tile": list(tiling.tile),
+              "stride": list(tiling.stride), "batch": tiling.batch, "threads": torch.get_num_threads()}
+    for kind, kwargs in runs.items():
+        results = []
+        memory = peak_memory(lambda kwargs=kwargs, results=results: results.append(
+            segment_tiled(model, image, tile=tiling.tile, stride=tiling.stride, batch=tiling.batch, **kwargs)),
+            next(model.parameters()).device)
+        result = results[0]
+        report[kind] = {"seconds": result.seconds, "macs": result.macs_cascade, "tiles": result.tiles,
+                        "stage_shares": list(result.stage_shares), "peak_memory": int(memory)}
+    report["speedup"] = report["dense"]["seconds"] / report["cascade"]["seconds"]
+    report["mac_ratio"] = report["dense"]["macs"] / report["cascade"]["macs"]
+    with open("/proc/self/status", encoding="ascii") as f:
+        report["peak_rss"] = int(next(line for line in f if line.startswith("VmHWM")).split()[1]) * 1024
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    c, d = report["cascade"], report["dense"]
+    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, {c['tiles']} tiles of {tiling.tile[1]}x{tiling.tile[0]} "
+          f"(stride {tiling.stride[1]}x{tiling.stride[0]}), {tiling.batch} per batch, {report['threads']} threads")
+    print(f"{'run':<8} {'seconds':>8} {'GMACs':>9} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} {'peak MiB':>9}")
+    for name, r in (("cascade", c), ("dense", d)):
+        s1, s2, s3 = (100 * v for v in r["stage_shares"])
+        print(f"{name:<8} {r['seconds']:8.1f} {r['macs'] / 1e9:9.1f} {s1:7.1f}% {s2:7.1f}% {s3:7.1f}% "
+              f"{r['peak_memory'] / 2 ** 20:9.0f}")
+    print(f"cascade {report['speedup']:.2f}x faster (MAC ratio {report['mac_ratio']:.2f}x); peak memory of the "
+          f"process {report['peak_rss'] / 2 ** 20:.0f} MiB")
     return 0

@@ -6,6 +6,7 @@ import re
 import sys
 import tempfile
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -91,12 +92,20 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(image.dtype, np.integer):
         full = float(np.iinfo(image.dtype).max)
         top = float(image.max(initial=0))
-        scale = 255.0 / top if 0 < top < full / 16 else 255.0 / full
-        return np.clip(np.round(image * scale), 0, 255).astype(np.uint8)
-    values = np.nan_to_num(image.astype(np.float64), nan=0.0)
-    if values.max(initial=0.0) <= 1.0:
-        values = values * 255.0
-    return np.clip(values, 0, 255).round().astype(np.uint8)
+        scale, over = (255.0 / top if 0 < top < full / 16 else 255.0 / full), False
+    else:
+        with warnings.catch_warnings():  # an all-NaN image: its maximum counts as 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            top = float(np.nan_to_num(np.nanmax(image), nan=0.0)) if image.size else 0.0
+        scale, over = (255.0 if top <= 1.0 else 1.0), True
+    out = np.empty(image.shape, np.uint8)
+    for top_row in range(0, len(image), 256):  # float64 work in bands: a large 16-bit photo needs no 8-byte copy
+        rows = slice(top_row, top_row + 256)
+        values = image[rows].astype(np.float64)
+        if over:
+            values = np.nan_to_num(values, nan=0.0)
+        out[rows] = np.clip(np.round(values * scale), 0, 255)
+    return out
 
 
 class _Messages:

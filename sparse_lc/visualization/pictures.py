@@ -10,25 +10,37 @@ import numpy as np
 STAGE_COLOURS_BGR = np.array([[176, 114, 76], [82, 132, 221], [82, 78, 196]], np.uint8)
 
 
+BAND = 256  # rows drawn at a time: a large picture never needs a second full-size temporary
+
+
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """``[H, W]`` class ids -> ``[H, W, 3]`` BGR, with ``palette`` ``[K, 3]`` RGB uint8."""
     bgr = np.ascontiguousarray(palette[:, ::-1])
-    return bgr[np.clip(label, 0, len(bgr) - 1)]
+    return bgr[np.minimum(label, len(bgr) - 1)]
 
 
 def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The label colours blended over a BGR uint8 image."""
-    return cv2.addWeighted(image, 1 - alpha, colorize(label, palette), alpha, 0)
+    """The label colours blended over a BGR uint8 image (drawn band by band)."""
+    canvas = np.empty_like(image)
+    for rows in _bands(len(image)):
+        canvas[rows] = cv2.addWeighted(image[rows], 1 - alpha, colorize(label[rows], palette), alpha, 0)
+    return canvas
 
 
 def draw_stage_map(image: np.ndarray, stage_map: np.ndarray, shares: Sequence[float], alpha: float = 0.6) -> np.ndarray:
     """Which stage (1, 2, 3) decided each pixel, over a grey copy of the image, with a legend
-    giving each stage's share of pixels."""
-    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-    colours = STAGE_COLOURS_BGR[np.clip(stage_map.astype(np.int64) - 1, 0, 2)]
-    canvas = cv2.addWeighted(grey, 1 - alpha, colours, alpha, 0)
+    giving each stage's share of pixels (drawn band by band)."""
+    canvas = np.empty_like(image)
+    for rows in _bands(len(image)):
+        grey = cv2.cvtColor(cv2.cvtColor(image[rows], cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+        colours = STAGE_COLOURS_BGR[np.clip(stage_map[rows], 1, 3) - 1]
+        canvas[rows] = cv2.addWeighted(grey, 1 - alpha, colours, alpha, 0)
     _draw_legend(canvas, [f"stage {i + 1}: {100 * s:.1f}%" for i, s in enumerate(shares)])
     return canvas
+
+
+def _bands(height: int):
+    return [slice(top, min(top + BAND, height)) for top in range(0, height, BAND)]
 
 
 def _draw_legend(canvas: np.ndarray, entries: Sequence[str]) -> None:
