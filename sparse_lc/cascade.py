@@ -30,7 +30,7 @@ from torch import nn
 from .assembly import assemble_labels, upsample_logits
 from .backbones import CascadeBackbone
 from .layers import fuse_conv_bn
-from .ops import DenseFeatures, Features, SparseFeatures
+from .ops import DenseFeatures, Features, SparseFeatures, mac_counter
 from .utils import eval_mode, prepare_images, section
 
 EXECUTIONS = ("sparse", "dense")
@@ -230,6 +230,22 @@ class LayerCascade(nn.Module):
         """An eval-mode copy with batch norm folded into the convs (faster inference, same
         results to float precision); this model is unchanged."""
         return fuse_conv_bn(self)
+
+    def compile_stage1(self, **options) -> "LayerCascade":
+        """Run stage 1 (dense) through ``torch.compile`` (``options`` go to it), in place; returns
+        the model. The compiled code cannot report MACs or compute gradients as written here, so
+        stage 1 runs eagerly whenever MACs are being counted or gradients are on. Compiling takes
+        seconds to tens of seconds per input size (measured in docs/benchmarks.md)."""
+        eager = self.backbone.stage1
+        compiled = torch.compile(eager, **options)
+
+        def stage1(images: torch.Tensor) -> torch.Tensor:
+            if mac_counter.counting() or torch.is_grad_enabled():
+                return eager(images)
+            return compiled(images)
+
+        self.backbone.stage1 = stage1
+        return self
 
     def stage_modules(self, stage: int) -> List[nn.Module]:
         """The modules of stage ``stage`` (1, 2 or 3): its backbone part and its head."""

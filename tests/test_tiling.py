@@ -11,7 +11,7 @@ import torch
 
 import sparse_lc
 from sparse_lc.apis import SAMPLES_DIR, Tiling, class_names_and_palette, segment_files, segment_tiled
-from sparse_lc.apis.tiling import assemble_in_bands, tile_origins
+from sparse_lc.apis.sliding_window import assemble_in_bands, tile_origins
 from sparse_lc.assembly import assemble_labels
 from sparse_lc.evaluation import boundary_mask
 from sparse_lc.utils import prepare_images

@@ -2,7 +2,7 @@
 segmentation of image files."""
 from .inference import SegmentRecord, collect_inputs, segment_array, segment_files
 from .loading import BUNDLED_CHECKPOINT, SAMPLES_DIR, CalibrationWarning, class_names_and_palette, load_model
-from .tiling import TiledResult, Tiling, segment_tiled
+from .sliding_window import TiledResult, Tiling, segment_tiled
 
 __all__ = ["BUNDLED_CHECKPOINT", "SAMPLES_DIR", "CalibrationWarning", "SegmentRecord", "class_names_and_palette",
            "TiledResult", "Tiling", "collect_inputs", "load_model", "segment_array", "segment_files", "segment_tiled"]

@@ -37,7 +37,7 @@ from ..data import DataError, read_photo, write_label
 from ..errors import Interrupted, OutputError
 from ..utils import prepare_images
 from ..visualization import draw_stage_map, overlay
-from .tiling import Tiling, segment_tiled, stage_map_pixels
+from .sliding_window import Tiling, segment_tiled, stage_map_pixels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 OUTPUT_SUFFIXES = ("_label.png", "_overlay.jpg", "_stages.png")

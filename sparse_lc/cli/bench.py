@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from .options import (
     add_device_option,
@@ -45,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=at_least(0), default=2, help="untimed passes of each kind")
     parser.add_argument("--reps", type=at_least(1), default=7, help="timed passes of each kind (median reported)")
     parser.add_argument("--no-fuse", action="store_true", help="keep batch norm separate")
+    parser.add_argument("--compile", action="store_true",
+                        help="run stage 1 through torch.compile (both runs; the compile time is said, not timed)")
     add_json_option(parser, "one JSON object (a list for several settings)")
     add_device_option(parser)
 
@@ -75,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
         model, cfg = model_from_args(args, random_weights=why)
     model = model.eval() if args.no_fuse else model.fused()
     model.to(init_distributed(args.device).device)
+    if args.compile:
+        start = time.perf_counter()
+        model.compile_stage1()
+        with torch.no_grad():
+            model(torch.zeros(args.batch, 3, *args.size, device=next(model.parameters()).device), rho=1.0,
+                  execution="dense")
+        print(f"note: stage 1 compiled in {time.perf_counter() - start:.1f} s (for this input size)", file=sys.stderr)
     if args.image:
         return _bench_image(model, cfg["train"]["crop_size"], args)
     if args.sweep:

@@ -205,9 +205,12 @@ class SparseFeatures:
         """Max over the active pixels of each window (see :class:`~sparse_lc.ops.Features`).
 
         The window's neighbours are looked up in a ``[B, H + 2p, W + 2p]`` map of row numbers
-        (-1: inactive); the winning row of each channel is chosen without gradient, scanning the
-        offsets in raster order with a strict ``>`` (``F.max_pool2d``'s tie rule), then gathered
-        with gradient. Memory ``O(N * C)``, whatever the window.
+        (-1: inactive), in raster order. Without gradient, an inactive neighbour is read as the
+        centre (always active, so the maximum is unchanged) and the maximum is taken offset by
+        offset, in place: no ``[N, k * k, C]`` buffer. With gradient, the winning row of each
+        channel is chosen without gradient, scanning in raster order with a strict ``>``
+        (``F.max_pool2d``'s tie rule; an inactive neighbour reads a row of -inf), then gathered
+        with gradient, so gradients equal the dense path's.
         """
         padding = check_max_pool(kernel_size, dilation)
         t, rows = self.tensor, self.rows
@@ -215,17 +218,23 @@ class SparseFeatures:
         height, width = t.spatial_shape
         lookup = idx.new_full((t.batch_size, height + 2 * padding, width + 2 * padding), -1)
         lookup[idx[:, 0], idx[:, 1] + padding, idx[:, 2] + padding] = torch.arange(len(idx), device=idx.device)
+        offsets = [(dy, dx) for dy in range(0, 2 * padding + 1, dilation) for dx in range(0, 2 * padding + 1, dilation)]
+        neighbours = [lookup[idx[:, 0], idx[:, 1] + dy, idx[:, 2] + dx] for dy, dx in offsets]  # k * k of [N]
+        if not (torch.is_grad_enabled() and rows.requires_grad):
+            centre = torch.arange(len(idx), device=idx.device)
+            best = None
+            for neighbour in neighbours:
+                values = rows.index_select(0, torch.where(neighbour >= 0, neighbour, centre))
+                best = values if best is None else torch.maximum(best, values, out=best)
+            return self._with_rows(best)
         with torch.no_grad():
-            # an inactive neighbour (-1) reads the last row, all -inf
-            padded = torch.cat([rows, rows.new_full((1, rows.shape[1]), float("-inf"))])
+            padded = torch.cat([rows, rows.new_full((1, rows.shape[1]), float("-inf"))])  # -1 reads the last row
             best, winner = padded.new_full(rows.shape, float("-inf")), idx.new_zeros(rows.shape)
-            for dy in range(0, 2 * padding + 1, dilation):
-                for dx in range(0, 2 * padding + 1, dilation):
-                    neighbour = lookup[idx[:, 0], idx[:, 1] + dy, idx[:, 2] + dx]  # [N]
-                    values = padded[neighbour]  # [N, C]
-                    better = values > best
-                    best = torch.where(better, values, best)
-                    winner = torch.where(better, neighbour[:, None], winner)
+            for neighbour in neighbours:
+                values = padded.index_select(0, neighbour.remainder(len(padded)))  # [N, C]
+                better = values > best
+                best = torch.where(better, values, best)
+                winner = torch.where(better, neighbour[:, None], winner)
         return self._with_rows(rows.gather(0, winner))
 
     def _check_same_active_set(self, op: str, others: Sequence["SparseFeatures"]) -> None:
