@@ -195,3 +195,21 @@ def test_predict_uses_eval_mode_and_restores_train_mode():
     assert all(torch.equal(before[n], b) for n, b in model.named_buffers())
     torch.testing.assert_close(result.logits, model.eval().predict(image, rho=0.9).logits)
     assert model.double().predict(image, rho=0.9).logits.dtype == torch.float64
+
+
+@pytest.mark.slow
+def test_compiled_stage1_gives_the_same_results_and_still_counts_macs():
+    """torch.compile on stage 1: identical outputs; MAC counting and gradients run it eagerly."""
+    from sparse_lc.analysis import count_macs
+
+    model = make_cascade(seed=3).eval()
+    images = random_images(batch=1, height=64, width=64)
+    with torch.no_grad():
+        eager = model(images, rho=0.9)
+        _, eager_macs = count_macs(model, images, rho=0.9)
+        model.compile_stage1()
+        compiled = model(images, rho=0.9)
+        _, compiled_macs = count_macs(model, images, rho=0.9)
+    torch.testing.assert_close(compiled.decided, eager.decided, atol=1e-5, rtol=1e-5)
+    assert torch.equal(compiled.stage_map, eager.stage_map)
+    assert compiled_macs.total() == eager_macs.total()

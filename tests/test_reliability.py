@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -271,11 +272,31 @@ def test_row09_ctrl_c_says_where_to_continue(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("sparse-lc train: interrupted at iteration ") and last.endswith(
-        "; continue with --resume (from the checkpoint of iteration " + last.split("iteration ")[-1])
-    assert (work / "latest.pth").is_file()
+    assert "Traceback" not in err  # the loop stops between iterations: no worker is cut off mid-batch
+    assert "stopping after this iteration, with a checkpoint (Ctrl-C again: at once)" in err
+    stopped = re.fullmatch(r"sparse-lc train: interrupted at iteration (\d+) of 3000; continue with --resume "
+                           r"\(from the checkpoint of iteration (\d+)\)", err.strip().splitlines()[-1])
+    assert stopped and stopped[1] == stopped[2], err  # saved where it stopped, not at the last interval
+    from sparse_lc.checkpoint import load_checkpoint
+
+    assert load_checkpoint(str(work / "latest.pth"))["iteration"] == int(stopped[1])
+
+
+def test_first_ctrl_c_asks_a_loop_to_stop_and_a_second_one_interrupts():
+    from sparse_lc.utils.interrupts import stop_requests
+
+    with stop_requests() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs in the main thread between bytecodes
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with stop_requests(enabled=False) as stop, pytest.raises(KeyboardInterrupt):  # as under DDP
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert not stop.requested
 
 
 # ---------------------------------------------------------------- 10, 11, 12: segment's files

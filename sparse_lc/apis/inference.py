@@ -215,20 +215,20 @@ def _read(path: str):
         return e
 
 
-def _prefetched(pool: ThreadPoolExecutor, paths: Sequence[str], depth: int) -> Iterator[Tuple[str, object]]:
-    """``(path, image or exception)`` in order, read ``depth`` files ahead on ``pool``."""
+def _prefetched(pool: ThreadPoolExecutor, paths: Sequence[str], depth: int) -> Iterator[Tuple[int, str, object]]:
+    """``(position, path, image or exception)`` in order, read ``depth`` files ahead on ``pool``."""
     queue: Deque = deque()
-    ahead = iter(paths)
-    for path in ahead:
-        queue.append((path, pool.submit(_read, path)))
+    ahead = iter(enumerate(paths))
+    for position, path in ahead:
+        queue.append((position, path, pool.submit(_read, path)))
         if len(queue) >= depth:
             break
     while queue:
-        path, future = queue.popleft()
-        for following in ahead:
-            queue.append((following, pool.submit(_read, following)))
+        position, path, future = queue.popleft()
+        for following, following_path in ahead:
+            queue.append((following, following_path, pool.submit(_read, following_path)))
             break
-        yield path, future.result()
+        yield position, path, future.result()
 
 
 def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, palette: np.ndarray,
@@ -259,14 +259,14 @@ def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, pale
     prepare_output_folder(out_dir)
     stems = output_stems(files, out_dir)
     protected = {_real(p) for p in files}
-    jobs: Dict[str, List[str]] = {}
+    jobs: List[Tuple[str, List[str]]] = []  # (input, its outputs); a file given twice is two jobs
     for path in files:
         outputs = [stems[path] + suffix for suffix in OUTPUT_SUFFIXES]
         blocked = _blocked(outputs, protected, overwrite)
         if blocked:
             records.append(SegmentRecord(path, False, blocked))
         else:
-            jobs[path] = outputs
+            jobs.append((path, outputs))
     if execution == "dense":
         rho = 1.0
     run = _Segmenter(model, palette, rho, max_side, Tiling() if tiling is None else tiling, batch_size, warmup,
@@ -274,8 +274,8 @@ def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, pale
     bar = tqdm(total=len(jobs), desc="segment", unit="img", disable=not progress)
     try:
         with ThreadPoolExecutor(workers) as pool:
-            for _, record in run.records(_prefetched(pool, list(jobs), depth=batch_size + 2 * workers), jobs,
-                                            pool, depth=2 * workers):
+            for _, record in run.records(_prefetched(pool, [path for path, _ in jobs], depth=batch_size + 2 * workers),
+                                            [outputs for _, outputs in jobs], pool, depth=2 * workers):
                 records.append(record)
                 bar.update(1)
     except KeyboardInterrupt:
@@ -294,14 +294,16 @@ class _Segmenter:
         self.tiling, self.batch_size, self.warm_up, self.execution = tiling, batch_size, warmup, execution
         self.dense_macs = DenseMacs(model)
 
-    def records(self, images: Iterator[Tuple[str, object]], jobs: Dict[str, List[str]], pool: ThreadPoolExecutor,
-                depth: int) -> Iterator[Tuple[str, SegmentRecord]]:
-        """One ``(path, record)`` per image, in order, once its pictures are written."""
+    def records(self, images: Iterator[Tuple[int, str, object]], outputs: Sequence[List[str]],
+                pool: ThreadPoolExecutor, depth: int) -> Iterator[Tuple[str, SegmentRecord]]:
+        """One ``(path, record)`` per image, in order, once its pictures are written
+        (``outputs[position]``: the files of the image at that position)."""
         writing: Deque = deque()
         for group in self._groups(images):
-            for path, record, arrays in self._run(group):
-                future = pool.submit(_write_outputs, jobs[path], *arrays, self.palette) if record.ok else None
-                writing.append((path, replace(record, outputs=jobs[path]) if record.ok else record, future))
+            for (position, path, _), (_, record, arrays) in zip(group, self._run([(p, i) for _, p, i in group])):
+                mine = outputs[position]
+                future = pool.submit(_write_outputs, mine, *arrays, self.palette) if record.ok else None
+                writing.append((path, replace(record, outputs=mine) if record.ok else record, future))
             while len(writing) > depth or (writing and writing[0][2] is None):
                 yield self._finished(*writing.popleft())
         while writing:
@@ -324,16 +326,16 @@ class _Segmenter:
         scale = min(1.0, self.max_side / max(height, width))
         return (height, width) if scale == 1.0 else (max(1, round(height * scale)), max(1, round(width * scale)))
 
-    def _groups(self, images: Iterator[Tuple[str, object]]) -> Iterator[List[Tuple[str, object]]]:
+    def _groups(self, images: Iterator[Tuple[int, str, object]]) -> Iterator[List[Tuple[int, str, object]]]:
         """Consecutive images of one running size, up to ``batch_size``; a failed read or an image
         cut into tiles alone."""
-        group: List[Tuple[str, object]] = []
-        for path, image in images:
+        group: List[Tuple[int, str, object]] = []
+        for position, path, image in images:
             alone = not isinstance(image, np.ndarray) or self._size(image) == (0, 0)
-            if group and (alone or len(group) == self.batch_size or self._size(image) != self._size(group[0][1])):
+            if group and (alone or len(group) == self.batch_size or self._size(image) != self._size(group[0][2])):
                 yield group
                 group = []
-            group.append((path, image))
+            group.append((position, path, image))
             if alone:
                 yield group
                 group = []

@@ -26,6 +26,7 @@ from ..data.check import require_valid_data
 from ..errors import Interrupted, TrainingDiverged
 from ..evaluation import evaluate
 from ..utils.distributed import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
+from ..utils.interrupts import stop_requests
 from ..visualization import save_eval_report
 from .losses import cascade_loss
 from .sampler import ResumableBatchSampler
@@ -86,9 +87,10 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
 
     Before anything is written: the training combinations of the config are checked, the work
     dir must not hold another run (or be in use), and with ``check_data`` every file of both
-    splits is read once (cached) and every problem reported in one DataError. Ctrl-C raises
-    :class:`Interrupted`, naming the iteration and how to continue. Returns the model and where
-    things went.
+    splits is read once (cached) and every problem reported in one DataError. Ctrl-C (one
+    process) finishes the iteration in progress, saves latest.pth and raises :class:`Interrupted`,
+    naming the iteration and how to continue; a second Ctrl-C, or any under DDP, raises at once.
+    Returns the model and where things went.
     """
     info = init_distributed(device)
     check_training(cfg)
@@ -140,37 +142,51 @@ class _Run:
         bar = tqdm(total=t["iters"], initial=start, desc="train", unit="it",
                    disable=not (self.progress and info.is_main))
         phase, net, window, done = None, model, [], start
+        # One process stops between iterations and saves there; under DDP the ranks would have to
+        # agree on that iteration first, so there Ctrl-C interrupts at once.
+        stopping = stop_requests(enabled=not info.distributed,
+                                 message="stopping after this iteration, with a checkpoint (Ctrl-C again: at once)")
         try:
-            for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
-                if phase is None or not phase.start <= iteration < phase.end:
-                    phase = phase_at(self.phases, iteration)
-                    set_trainable(model, phase, t["freeze_bn"])
-                    net = _wrap(model, info)
-                saved = self.latest if self.saved is not None else None
-                step = _step(net, self.optimizer, self.scheduler, images.to(info.device), labels.to(info.device),
-                             phase, _execution(t["execution"], phase.rho), info, iteration + 1, saved)
-                window.append(step)
-                done = iteration + 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{step[0]:.3f}", phase=phase.name,
-                                shares="/".join(f"{100 * s:.0f}" for s in step[2]))
-                if done % t["log_interval"] == 0 or done == t["iters"]:
-                    log.write(_train_record(done, phase, self.optimizer, window))
-                    window = []
-                if done % t["checkpoint_interval"] == 0 or done == t["iters"]:
-                    if info.is_main:
-                        save_checkpoint(self.latest, checkpoint_state(model, self.optimizer, self.scheduler, done,
-                                                                      self.cfg))
-                    self.saved = done
-                if t["eval_interval"] and done % t["eval_interval"] == 0 and done != t["iters"]:
-                    _evaluate_and_log(model, val_dataset, self.cfg, info, log, done, self.progress)
-                    set_trainable(model, phase, t["freeze_bn"])
+            with stopping as stop:
+                for iteration, (images, labels) in zip(range(start, t["iters"]), loader):
+                    if phase is None or not phase.start <= iteration < phase.end:
+                        phase = phase_at(self.phases, iteration)
+                        set_trainable(model, phase, t["freeze_bn"])
+                        net = _wrap(model, info)
+                    saved = self.latest if self.saved is not None else None
+                    step = _step(net, self.optimizer, self.scheduler, images.to(info.device),
+                                 labels.to(info.device), phase, _execution(t["execution"], phase.rho), info,
+                                 iteration + 1, saved)
+                    window.append(step)
+                    done = iteration + 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{step[0]:.3f}", phase=phase.name,
+                                    shares="/".join(f"{100 * s:.0f}" for s in step[2]))
+                    if done % t["log_interval"] == 0 or done == t["iters"]:
+                        log.write(_train_record(done, phase, self.optimizer, window))
+                        window = []
+                    if done % t["checkpoint_interval"] == 0 or done == t["iters"]:
+                        self._save_latest(done)
+                    if t["eval_interval"] and done % t["eval_interval"] == 0 and done != t["iters"]:
+                        _evaluate_and_log(model, val_dataset, self.cfg, info, log, done, self.progress)
+                        set_trainable(model, phase, t["freeze_bn"])
+                    if stop.requested:
+                        if self.saved != done:
+                            self._save_latest(done)
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             resume = ("--resume starts again from the beginning (no checkpoint yet)" if self.saved is None
                       else f"continue with --resume (from the checkpoint of iteration {self.saved})")
             raise Interrupted(f"interrupted at iteration {done} of {t['iters']}; {resume}") from None
         finally:
             bar.close()
+
+    def _save_latest(self, done: int) -> None:
+        """Write latest.pth for ``done`` iterations (process 0 writes; every process records it)."""
+        if self.info.is_main:
+            save_checkpoint(self.latest, checkpoint_state(self.model, self.optimizer, self.scheduler, done,
+                                                          self.cfg))
+        self.saved = done
 
     def finish(self, val_dataset, log: JsonlLog, evaluates: bool) -> TrainSummary:
         """Write what the end of a run writes and is not there yet: final.pth, and the final
