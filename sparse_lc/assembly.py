@@ -41,6 +41,18 @@ CANDIDATES = 4
 FULL_ABOVE = 0.15
 
 
+def grid_size(height: int, width: int) -> Tuple[int, int]:
+    """The feature grid of an ``H x W`` input: ``(ceil(H / 8), ceil(W / 8))`` cells (the input
+    runs padded to a multiple of 8)."""
+    return -(-height // STRIDE), -(-width // STRIDE)
+
+
+def spread_cells(grid_map: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``[..., h, w]`` per-cell values -> ``[..., H, W]``: each cell over its 8 x 8 input pixels,
+    cropped to ``size = (H, W)`` (nearest-neighbour upsampling by 8, in the map's own dtype)."""
+    return grid_map.repeat_interleave(STRIDE, dim=-2).repeat_interleave(STRIDE, dim=-1)[..., :size[0], :size[1]]
+
+
 def upsample_logits(decided: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """``[B, K, h, w]`` grid logits -> ``[B, K, H, W]``: bilinear to the padded input
     ``(8 h, 8 w)``, cropped to ``size = (H, W)``. :func:`assemble_labels` equals its argmax."""
@@ -88,6 +100,15 @@ def quad_of(cells: int, length: int, device: torch.device) -> torch.Tensor:
     return position.floor().clamp(0, cells - 1).long()
 
 
+def quad_rows(first: int, last: int, cells: int, height: int) -> slice:
+    """The output rows read through quads ``[first, last)`` of a map of ``cells`` rows: from
+    ``8 first + 4`` (0 for the first quad) to ``8 last + 4`` (the padded end for the last quad),
+    cropped to ``height``. Columns likewise."""
+    start = 0 if first == 0 else STRIDE * first + STRIDE // 2
+    stop = STRIDE * cells if last == cells else STRIDE * last + STRIDE // 2
+    return slice(start, min(stop, height))
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -104,9 +125,9 @@ def _quads(decided: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Ten
     top2 = decided.topk(2, dim=1)
     label, margin = top2.indices[:, 0], top2.values[:, 0] - top2.values[:, 1]  # [B, h, w]
     scale = decided.abs().amax(dim=1)
-    quad_scale = torch.maximum(torch.maximum(scale, _next(scale, 1)), _next(torch.maximum(scale, _next(scale, 1)), 2))
-    quad_margin = torch.minimum(torch.minimum(margin, _next(margin, 1)),
-                                _next(torch.minimum(margin, _next(margin, 1)), 2))
+    row_scale, row_margin = torch.maximum(scale, _next(scale, 1)), torch.minimum(margin, _next(margin, 1))
+    quad_scale = torch.maximum(row_scale, _next(row_scale, 2))
+    quad_margin = torch.minimum(row_margin, _next(row_margin, 2))
     same = (label == _next(label, 1)) & (label == _next(label, 2)) & (label == _next(_next(label, 1), 2))
     return same & (quad_margin > MARGIN * quad_scale), label, quad_scale  # NaN compares False
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .assembly import assemble_labels, upsample_logits
+from .assembly import STRIDE, assemble_labels, grid_size, spread_cells, upsample_logits
 from .backbones import CascadeBackbone
 from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures, mac_counter
@@ -98,19 +98,9 @@ class CascadeResult:
         return tuple((counts / counts.sum()).tolist())
 
     def stage_map_at(self, size: Tuple[int, int]) -> torch.Tensor:
-        """``stage_map`` resized (nearest) to ``size = (H, W)``, e.g. the input size, for drawing.
-
-        The map covers the padded input (a multiple of 8), so the resize maps it onto that and
-        crops, keeping each feature cell on the input pixels it came from.
-        """
-        height, width = size
-        padded = (_round_up(height, 8), _round_up(width, 8))
-        full = F.interpolate(self.stage_map[:, None].float(), size=padded, mode="nearest")
-        return full[:, 0, :height, :width].to(torch.uint8)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return (value + multiple - 1) // multiple * multiple
+        """``[B, H, W]`` uint8: ``stage_map`` at ``size = (H, W)``, e.g. the input size, for drawing:
+        each feature cell on the 8 x 8 input pixels it came from (the map covers the padded input)."""
+        return spread_cells(self.stage_map, size)
 
 
 def top_confidence(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -157,7 +147,8 @@ def grow_mask(mask: torch.Tensor, halo: int) -> torch.Tensor:
 def pad_images(images: torch.Tensor) -> torch.Tensor:
     """``[B, 3, H, W]`` zero-padded at the bottom and right to multiples of 8, channels_last."""
     height, width = images.shape[2:]
-    padded = F.pad(images, (0, _round_up(width, 8) - width, 0, _round_up(height, 8) - height))
+    grid_h, grid_w = grid_size(height, width)
+    padded = F.pad(images, (0, grid_w * STRIDE - width, 0, grid_h * STRIDE - height))
     return padded.contiguous(memory_format=torch.channels_last)
 
 

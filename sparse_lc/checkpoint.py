@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import Any, BinaryIO, Callable, Dict
+from typing import Any, BinaryIO, Callable, Dict, Optional
 
 import torch
 
@@ -76,10 +76,11 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     return data
 
 
-def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
+def load_state_dict_file(path: str, data: Optional[Dict[str, Any]] = None) -> Dict[str, torch.Tensor]:
     """A state_dict from ``path``: a bare one, or the one a checkpoint holds under ``model``
-    (sparse_lc's own) or ``state_dict`` (a common convention)."""
-    data = load_checkpoint(path)
+    (sparse_lc's own) or ``state_dict`` (a common convention). ``data``: the file's contents,
+    if the caller has loaded them already (:func:`load_checkpoint`)."""
+    data = load_checkpoint(path) if data is None else data
     for key in ("model", "state_dict"):
         if isinstance(data.get(key), dict):
             data = data[key]
@@ -88,9 +89,10 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     return data
 
 
-def load_model_weights(model: torch.nn.Module, path: str) -> None:
-    """Load a sparse_lc checkpoint (or bare state_dict) into ``model``; mismatches name the file."""
-    state = load_state_dict_file(path)
+def load_model_weights(model: torch.nn.Module, path: str, data: Optional[Dict[str, Any]] = None) -> None:
+    """Load a sparse_lc checkpoint (or bare state_dict) into ``model``; mismatches name the file.
+    ``data``: the file's contents, if already loaded."""
+    state = load_state_dict_file(path, data)
     mismatch = state_dict_mismatch(model.state_dict(), state)
     if mismatch:
         raise CheckpointError(f"{path}: does not match the model of this config ({mismatch})")

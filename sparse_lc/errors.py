@@ -51,6 +51,10 @@ class ConfigWarning(SparseLCWarning):
     """A combination of config values that runs but is probably not meant."""
 
 
+class CalibrationWarning(SparseLCWarning):
+    """A calibration file beside a checkpoint that does not fit it (and so is not applied)."""
+
+
 class TrainingDiverged(SparseLCError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

@@ -1,5 +1,5 @@
 """The types and ranges config values may take: small checks, one per config key (see
-:data:`sparse_lc.config.KEYS`).
+:data:`sparse_lc.config_keys.KEYS`).
 
 A check is called with a value; it returns the value (an integral float such as ``2e4`` for a
 whole number becomes an int) or raises :class:`Invalid` saying what it expected. ``expected``

@@ -34,9 +34,10 @@ import torch
 from torch import nn
 
 from .analysis import nested_masks
-from .cascade import CascadeResult, LayerCascade, Rho, format_rho
+from .assembly import grid_size
+from .cascade import LayerCascade, Rho, format_rho
 
-__all__ = ["ContractCheck", "assert_sparse_matches_dense", "random_images", "randomize_weights"]
+__all__ = ["ContractCheck", "assert_sparse_matches_dense", "random_images", "randomize_weights", "sparse_dense_gap"]
 
 
 @dataclass
@@ -131,6 +132,16 @@ def assert_sparse_matches_dense(model: LayerCascade, images: Optional[torch.Tens
     return checks
 
 
+def sparse_dense_gap(model: LayerCascade, images: torch.Tensor, **forward_kwargs) -> Tuple[float, bool]:
+    """Run ``images`` ``[B, 3, H, W]`` on both paths (no gradients, ``forward_kwargs`` such as
+    ``rho`` for both): the largest absolute difference of their final logits, and whether their
+    stage maps are equal. A quick check (``sparse-lc demo``, ``doctor``); the contract is
+    :func:`assert_sparse_matches_dense`."""
+    with torch.no_grad():
+        sparse, dense = (model(images, execution=e, **forward_kwargs) for e in ("sparse", "dense"))
+    return float((sparse.logits - dense.logits).abs().max()), torch.equal(sparse.stage_map, dense.stage_map)
+
+
 def _splitting_rhos(model: LayerCascade, images: torch.Tensor) -> List[Rho]:
     """0 (no hard pixel), 1 (all hard), and thresholds at quantiles of the model's own stage-1
     and stage-2 confidences, so that they split the pixels whatever the weights."""
@@ -154,7 +165,7 @@ def _between(confidence: torch.Tensor, quantile: float) -> float:
 def _forced_masks(model: LayerCascade, images: torch.Tensor, shares: Tuple[float, float],
                   seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Clustered nested hard masks with ``shares``; the first image gets none."""
-    grid = (images.shape[0], -(-images.shape[2] // 8), -(-images.shape[3] // 8))
+    grid = (images.shape[0], *grid_size(*images.shape[2:]))
     hard1, hard2 = nested_masks(grid, shares, "clustered", seed)
     hard1[0], hard2[0] = False, False
     return hard1.to(images.device), hard2.to(images.device)
@@ -171,19 +182,22 @@ def _compare_outputs(model: LayerCascade, images: torch.Tensor, setting: str, rt
                        ("stage map", (sparse.stage_map,), (dense.stage_map,))):
         if not all(torch.equal(x, y) for x, y in zip(a, b)):
             raise AssertionError(f"{setting}: the {name} of the sparse and the dense run differ")
-    pairs = [*zip(sparse.stage_logits, dense.stage_logits), (sparse.logits, dense.logits)]
+    dense_logits = dense.logits  # computed on each access: once here
+    pairs = [*zip(sparse.stage_logits, dense.stage_logits), (sparse.logits, dense_logits)]
     errors = [_relative_error(a, b, f"{setting}: {where}", rtol, floor=1.0)
               for (a, b), where in zip(pairs, ("stage 1 logits", "stage 2 logits", "stage 3 logits", "final logits"))]
-    _check_labels(sparse, dense, setting, rtol * max(1.0, float(dense.logits.abs().max())))
+    tolerance = rtol * max(1.0, float(dense_logits.abs().max()))
+    _check_labels(sparse.labels, dense.labels, dense_logits, setting, tolerance)
     return ContractCheck(setting, max(errors), float(sparse.hard_masks[0].double().mean()))
 
 
-def _check_labels(sparse: CascadeResult, dense: CascadeResult, setting: str, tolerance: float) -> None:
+def _check_labels(sparse_labels: torch.Tensor, dense_labels: torch.Tensor, dense_logits: torch.Tensor, setting: str,
+                  tolerance: float) -> None:
     """Labels must agree wherever the dense run's top two logits are further apart than the
     logits may differ (elsewhere the argmax of equal numbers is a coin toss)."""
-    top2 = dense.logits.topk(2, dim=1).values
+    top2 = dense_logits.topk(2, dim=1).values
     clear = (top2[:, 0] - top2[:, 1]) > 2 * tolerance
-    differ = (sparse.labels != dense.labels) & clear
+    differ = (sparse_labels != dense_labels) & clear
     if differ.any():
         raise AssertionError(f"{setting}: labels differ at {int(differ.sum())} pixels with a clear margin")
 

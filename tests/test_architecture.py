@@ -22,6 +22,7 @@ PACKAGE = os.path.dirname(sparse_lc.__file__)
 TIERS = [
     {"errors"},
     {"registry", "utils", "checkpoint", "schema"},
+    {"config_keys"},
     {"ops"},
     {"layers"},
     {"backbones", "assembly"},

@@ -135,16 +135,16 @@ def test_tools_scripts_and_console_script(tool, args):
 
 
 def test_segment_goes_on_after_a_failed_write(tmp_path, capsys, monkeypatch):
-    from sparse_lc.apis import inference
+    from sparse_lc.apis import files
 
-    write = inference._write_picture
+    write = files.write_picture
 
     def full_disk(path, picture):
         if "a_" in os.path.basename(path):
             raise OSError(28, "No space left on device")
         write(path, picture)
 
-    monkeypatch.setattr(inference, "_write_picture", full_disk)
+    monkeypatch.setattr(files, "write_picture", full_disk)
     for name in ("a", "b"):
         _write(tmp_path / f"{name}.png", np.full((16, 16, 3), 100, np.uint8))
     assert main(["segment", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--out", str(tmp_path / "o"),

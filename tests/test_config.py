@@ -53,7 +53,7 @@ def test_file_errors_name_the_file(tmp_path):
 
 def test_the_config_reference_page_is_current():
     """docs/configs.md is generated from the described keys (python tools/make_config_docs.py)."""
-    from sparse_lc.config import KEYS, reference_markdown
+    from sparse_lc.config_keys import KEYS, reference_markdown
 
     page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "configs.md"), encoding="utf-8").read()
     assert page == reference_markdown(), "run: python tools/make_config_docs.py"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Write docs/configs.md from the described keys of sparse_lc/config.py (a test checks it is current)."""
+"""Write docs/configs.md from the described keys of sparse_lc/config_keys.py (a test checks it is current)."""
 import os
 
-from sparse_lc.config import reference_markdown
+from sparse_lc.config_keys import reference_markdown
 
 if __name__ == "__main__":
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "configs.md")

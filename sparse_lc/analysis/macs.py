@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..assembly import STRIDE, grid_size
 from ..cascade import CascadeResult, LayerCascade, Rho
 from ..ops import MacCounter
 from ..utils import eval_mode
@@ -48,8 +49,8 @@ class DenseMacs:
             with torch.no_grad():
                 _, counter = count_macs(self.model, probe, rho=1.0, execution="dense")
             self._per_pixel = counter.total() / (_PROBE * _PROBE)
-        padded = (-(-height // 8) * 8) * (-(-width // 8) * 8)
-        return int(round(self._per_pixel * padded))
+        cells_h, cells_w = grid_size(height, width)
+        return int(round(self._per_pixel * cells_h * cells_w * STRIDE * STRIDE))
 
 
 STAGES = ("stage1", "stage2", "stage3")

@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..assembly import grid_size
 from ..cascade import LayerCascade, Rho, format_rho
 from ..utils import SectionTimer, eval_mode
 from .macs import profile_macs
@@ -78,6 +79,12 @@ def _rss_kib(field: str) -> int:
         return int(re.search(rf"{field}:\s+(\d+)", f.read()).group(1))
 
 
+def peak_rss() -> int:
+    """The process's peak resident memory in bytes (Linux ``VmHWM``: since it started, or since
+    :func:`peak_memory` last reset it)."""
+    return _rss_kib("VmHWM") * 1024
+
+
 def _release_free_memory() -> None:
     """Hand memory freed by earlier runs back to the OS (glibc), so RSS measures this run."""
     try:
@@ -102,7 +109,7 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> int:
         f.write("5")  # reset the peak (VmHWM) to the current resident size
     before = _rss_kib("VmRSS")
     run()
-    return (_rss_kib("VmHWM") - before) * 1024
+    return peak_rss() - before * 1024
 
 
 @torch.no_grad()
@@ -123,7 +130,7 @@ def _bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[Rho], hard_
     kwargs: Dict[str, object] = {"rho": rho}
     setting = f"rho={format_rho(rho if rho is not None else model.rho)}"
     if hard_shares is not None:
-        grid = (batch, -(-size[0] // 8), -(-size[1] // 8))
+        grid = (batch, *grid_size(*size))
         masks = nested_masks(grid, hard_shares, "clustered", seed)
         kwargs = {"hard_masks": tuple(m.to(param.device) for m in masks)}
         setting = f"hard_share={hard_shares[0]:g}/{hard_shares[1]:g}"

@@ -13,15 +13,14 @@ from ..checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from ..config import config_from_dict, load_config
 from ..data import DATASETS
 from ..data.palettes import voc_palette
+from ..errors import CalibrationWarning
 from ..evaluation import apply_operating_point, find_operating_point
+
+__all__ = ["BUNDLED_CHECKPOINT", "SAMPLES_DIR", "CalibrationWarning", "class_names_and_palette", "load_model"]
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets")
 BUNDLED_CHECKPOINT = os.path.join(ASSETS, "lc_synthetic_small.pth")
 SAMPLES_DIR = os.path.join(ASSETS, "samples")
-
-
-class CalibrationWarning(UserWarning):
-    """A calibration file beside a checkpoint that does not fit it (and so is not applied)."""
 
 
 def load_model(config: Optional[str] = None, checkpoint: Optional[str] = None,
@@ -41,15 +40,16 @@ def load_model(config: Optional[str] = None, checkpoint: Optional[str] = None,
         checkpoint = BUNDLED_CHECKPOINT
     if config is not None:
         cfg = load_config(config, overrides)
-    else:
-        stored = load_checkpoint(checkpoint).get("config")
+    data = load_checkpoint(checkpoint) if checkpoint is not None else None  # read once
+    if config is None:
+        stored = data.get("config")
         if not isinstance(stored, dict):
             raise CheckpointError(f"{checkpoint}: holds no config; pass --config too")
         cfg = config_from_dict(stored, source=checkpoint, overrides=overrides)
     cfg["model"]["pretrained"] = None  # the checkpoint, if any, holds every weight
     model = build_model(cfg["model"])
     if checkpoint is not None:
-        load_model_weights(model, checkpoint)
+        load_model_weights(model, checkpoint, data)
         if calibrated:
             _apply_calibration(model, checkpoint)
     return model.eval(), cfg

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs, nested_masks
-from ..assembly import STRIDE, assemble_labels
+from ..assembly import STRIDE, assemble_labels, grid_size, quad_rows
 from ..cascade import LayerCascade, Rho
 from ..utils import eval_mode, prepare_images
 
@@ -56,7 +56,7 @@ class Tiling:
         """Defaults: tiles of the training crop (at least :data:`MIN_TILE`, rounded up to a
         multiple of 8), a stride of 3/4 of the tile (rounded down to a multiple of 8)."""
         if tile is None:
-            tile = tuple(-(-max(side, MIN_TILE) // STRIDE) * STRIDE for side in crop_size)
+            tile = tuple(STRIDE * cells for cells in grid_size(*(max(side, MIN_TILE) for side in crop_size)))
         if stride is None:
             stride = tuple(max(STRIDE, 3 * side // 4 // STRIDE * STRIDE) for side in tile)
         return cls(tuple(tile), tuple(stride), batch)
@@ -79,7 +79,7 @@ class TiledResult:
 def tile_origins(length: int, tile: int, stride: int) -> List[int]:
     """First pixels of the tiles along one side of ``length`` pixels (padded to a multiple of
     8): ``0, stride, 2 stride, ...``, the last one moved back to end at the edge."""
-    padded = -(-length // STRIDE) * STRIDE
+    padded = STRIDE * grid_size(length, 1)[0]
     if padded <= tile:
         return [0]
     origins = list(range(0, padded - tile, stride))
@@ -97,22 +97,22 @@ def check_tiling(tile: Tuple[int, int], stride: Tuple[int, int]) -> None:
 
 @torch.no_grad()
 def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = None,
-                  tile: Tuple[int, int] = (512, 512), stride: Tuple[int, int] = (384, 384), batch: int = 4,
-                  execution: str = "sparse", channel_order: str = "bgr", progress: bool = False,
-                  hard_shares: Optional[Tuple[float, float]] = None) -> TiledResult:
+                  tile: Tuple[int, int] = Tiling.tile, stride: Tuple[int, int] = Tiling.stride,
+                  batch: int = Tiling.batch, execution: str = "sparse", channel_order: str = "bgr",
+                  progress: bool = False, hard_shares: Optional[Tuple[float, float]] = None,
+                  dense_macs: Optional[DenseMacs] = None) -> TiledResult:
     """Segment a uint8 image ``[H, W, 3]`` (BGR by default) of any size at full resolution,
     tile by tile (see the module docstring). ``execution="dense"`` with ``rho=1`` runs the same
     tiles dense, for comparison; ``hard_shares`` (for benchmarks, as ``bench --hard-share``)
-    forces clustered hard masks of these shares in every tile instead of the thresholds. The
+    forces clustered hard masks of these shares in every tile instead of the thresholds.
+    ``dense_macs``: the model's, if the caller keeps one (it measures once per model). The
     model runs in eval mode, and is put back as it was."""
-    check_tiling(tile, stride)
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    Tiling(tile, stride, batch)  # the checks
     height, width = image.shape[:2]
-    tile_h, tile_w = min(tile[0], -(-height // STRIDE) * STRIDE), min(tile[1], -(-width // STRIDE) * STRIDE)
+    grid = grid_size(height, width)
+    tile_h, tile_w = min(tile[0], grid[0] * STRIDE), min(tile[1], grid[1] * STRIDE)
     origins = [(y, x) for y in tile_origins(height, tile_h, stride[0]) for x in tile_origins(width, tile_w, stride[1])]
     param = next(model.parameters())
-    grid = (-(-height // STRIDE), -(-width // STRIDE))
     total = torch.zeros(model.num_classes, *grid, dtype=param.dtype)
     count = torch.zeros(grid, dtype=param.dtype)
     stage_map = torch.zeros(grid, dtype=torch.uint8)
@@ -139,14 +139,9 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
         grid_logits = total / count
         labels = assemble_in_bands(grid_logits, (height, width))
         seconds = time.perf_counter() - start
-        dense = DenseMacs(model)(tile_h, tile_w) * len(origins)
+        dense = (dense_macs or DenseMacs(model))(tile_h, tile_w) * len(origins)
     shares = tuple((decided_by / decided_by.sum()).tolist())
     return TiledResult(labels, grid_logits, stage_map.numpy(), shares, len(origins), seconds, macs, dense)
-
-
-def stage_map_pixels(stage_map: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """``[h, w]`` grid stage map -> ``[H, W]``: each cell over its 8 x 8 pixels, cropped."""
-    return np.repeat(np.repeat(stage_map, STRIDE, axis=0), STRIDE, axis=1)[:size[0], :size[1]]
 
 
 def _weights(y: int, x: int, tile_h: int, tile_w: int, grid: Tuple[int, int]) -> torch.Tensor:
@@ -186,16 +181,9 @@ def assemble_in_bands(decided: torch.Tensor, size: Tuple[int, int]) -> np.ndarra
         last = min(first + BAND_CELLS, cells)  # quads [first, last) of this band
         top, bottom = max(first - 1, 0), min(last + 1, cells)  # the grid rows they read, with context
         band = decided[None, :, top:bottom].contiguous(memory_format=torch.channels_last)
-        rows = _quad_rows(first, last, cells, height)  # output rows of the band's quads
+        rows = quad_rows(first, last, cells, height)  # output rows of the band's quads
         part = assemble_labels(band, ((bottom - top) * STRIDE, width))[0]
         local = slice(rows.start - top * STRIDE, rows.stop - top * STRIDE)
         labels[rows] = part[local].to(torch.uint8).numpy()
     return labels
 
-
-def _quad_rows(first: int, last: int, cells: int, height: int) -> slice:
-    """The output rows read through quads ``[first, last)``: from ``8 first + 4`` (0 for the first
-    quad) to ``8 last + 4`` (the padded end for the last quad), cropped to ``height``."""
-    start = 0 if first == 0 else STRIDE * first + STRIDE // 2
-    stop = STRIDE * cells if last == cells else STRIDE * last + STRIDE // 2
-    return slice(start, min(stop, height))

@@ -14,6 +14,7 @@ from .options import (
     model_from_args,
     print_reports,
     share,
+    tiling_from_args,
 )
 
 SUMMARY = "time the cascade against the same model run dense"
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=at_least(1), nargs=2, default=[512, 512], metavar=("H", "W"), help="input size")
     parser.add_argument("--image", default=None, metavar="FILE",
                         help="time one image file at full resolution instead, tile by tile (as segment --max-side 0), "
-                             "cascade against the same tiles run dense, with peak memory")
+                             "cascade against the same tiles run dense, with peak memory: one timed pass of each "
+                             "after an untimed one-tile pass (--warmup 0: none); not with --compile")
     parser.add_argument("--tile", type=at_least(8), nargs=2, metavar=("H", "W"), default=None,
                         help="with --image: tile size (default: the config's train.crop_size, at least 512)")
     parser.add_argument("--stride", type=at_least(8), nargs=2, metavar=("H", "W"), default=None,
@@ -62,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.distributed import init_distributed
     from ..visualization import bench_table
 
+    if args.image and args.compile:
+        raise UsageError("--image with --compile: tiled runs count MACs, for which stage 1 runs eagerly, so nothing "
+                         "compiled would be timed; leave out --compile")
     if args.hard_share and args.hard_share[1] > args.hard_share[0]:
         raise UsageError(f"--hard-share {args.hard_share[0]:g} {args.hard_share[1]:g}: the share after stage 2 (H3) "
                          f"cannot exceed the share after stage 1 (H2)")
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(cfg["model"])
     else:
         model, cfg = model_from_args(args, random_weights=why)
+    tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.batch) if args.image else None
     model = model.eval() if args.no_fuse else model.fused()
     model.to(init_distributed(args.device).device)
     if args.compile:
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                   execution="dense")
         print(f"note: stage 1 compiled in {time.perf_counter() - start:.1f} s (for this input size)", file=sys.stderr)
     if args.image:
-        return _bench_image(model, cfg["train"]["crop_size"], args)
+        return _bench_image(model, tiling, args)
     if args.sweep:
         settings = [{"hard_shares": (h, h / 2)} for h in args.sweep]
     elif args.hard_share:
@@ -99,36 +105,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_image(model, crop_size, args: argparse.Namespace) -> int:
-    """One full-resolution image, tile by tile: the cascade, then the same tiles dense; time,
-    MACs, stage shares and peak memory of each. Prints a table or (``--json``) one object."""
+def _bench_image(model, tiling, args: argparse.Namespace) -> int:
+    """One full-resolution image, tile by tile: the cascade, then the same tiles dense (each
+    after an untimed pass over the first tile, unless ``--warmup 0``); time, MACs, stage shares
+    and peak memory of each. Prints a table or (``--json``) one object."""
     import json
 
     import torch
 
-    from ..analysis import peak_memory
-    from ..apis import Tiling, segment_tiled
+    from ..analysis import DenseMacs, peak_memory, peak_rss
+    from ..apis import segment_tiled
     from ..data import read_image
 
     image = read_image(args.image)
-    tiling = Tiling.for_crop(crop_size, args.tile, args.stride, args.batch)
     rho = args.rho[0] if args.rho else None
     shares = tuple(args.hard_share) if args.hard_share else None
     runs = {"cascade": dict(rho=rho, hard_shares=shares), "dense": dict(rho=1.0, execution="dense")}
     report = {"image": args.image, "size": list(image.shape[:2]), "tile": list(tiling.tile),
               "stride": list(tiling.stride), "batch": tiling.batch, "threads": torch.get_num_threads()}
+    dense_macs = DenseMacs(model)
     for kind, kwargs in runs.items():
+        if args.warmup:
+            segment_tiled(model, image[:tiling.tile[0], :tiling.tile[1]], tile=tiling.tile, stride=tiling.stride,
+                          batch=1, dense_macs=dense_macs, **kwargs)
         results = []
         memory = peak_memory(lambda kwargs=kwargs, results=results: results.append(
-            segment_tiled(model, image, tile=tiling.tile, stride=tiling.stride, batch=tiling.batch, **kwargs)),
-            next(model.parameters()).device)
+            segment_tiled(model, image, tile=tiling.tile, stride=tiling.stride, batch=tiling.batch,
+                          dense_macs=dense_macs, **kwargs)), next(model.parameters()).device)
         result = results[0]
         report[kind] = {"seconds": result.seconds, "macs": result.macs_cascade, "tiles": result.tiles,
                         "stage_shares": list(result.stage_shares), "peak_memory": int(memory)}
     report["speedup"] = report["dense"]["seconds"] / report["cascade"]["seconds"]
     report["mac_ratio"] = report["dense"]["macs"] / report["cascade"]["macs"]
-    with open("/proc/self/status", encoding="ascii") as f:
-        report["peak_rss"] = int(next(line for line in f if line.startswith("VmHWM")).split()[1]) * 1024
+    report["peak_rss"] = peak_rss()
     if args.json:
         print(json.dumps(report))
         return 0

@@ -19,11 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..apis import SAMPLES_DIR, class_names_and_palette, load_model, segment_files
     from ..cascade import format_rho
     from ..data import read_photo
+    from ..testing import sparse_dense_gap
     from ..utils import prepare_images
     from ..visualization import segment_table
 
@@ -34,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"bundled model: a {cfg['model']['backbone']} cascade trained on synthetic shapes, rho = {format_rho(rho)}")
     print(segment_table(records))
     batch = prepare_images(read_photo(records[0].path), model.pixel_mean, model.pixel_std, "bgr")
-    with torch.no_grad():
-        sparse, dense = (model(batch, rho=rho, execution=e) for e in ("sparse", "dense"))
+    difference, _ = sparse_dense_gap(model, batch, rho=rho)
     print(f"sparse and dense execution agree on {os.path.basename(records[0].path)}: "
-          f"max |logit difference| = {float((sparse.logits - dense.logits).abs().max()):.1e}")
+          f"max |logit difference| = {difference:.1e}")
     print(f"pictures in {args.out}/: NAME_overlay.jpg, NAME_stages.png, NAME_label.png")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import sys
 import time
@@ -49,6 +50,7 @@ def _versions() -> List[Tuple[str, str]]:
     return rows
 
 
+@functools.lru_cache(maxsize=None)
 def _spconv_distribution() -> Optional[str]:
     """The installed spconv package (``spconv-cu120``, ``spconv`` for the CPU-only build, ...)."""
     names = sorted({d.metadata["Name"] for d in metadata.distributions()
@@ -103,10 +105,10 @@ def _warn_cuda_mismatch(torch_cuda: Optional[str]) -> None:
 
 def _check_device(device, seconds: float, failures: List[str]) -> None:
     """Sparse == dense on a bundled sample with the bundled model, then a timed loop."""
-    import torch
 
     from ..apis import SAMPLES_DIR, load_model
     from ..data import read_photo
+    from ..testing import sparse_dense_gap
     from ..utils import prepare_images
 
     try:
@@ -114,10 +116,7 @@ def _check_device(device, seconds: float, failures: List[str]) -> None:
         model.to(device)
         image = read_photo(f"{SAMPLES_DIR}/shapes_0.png")
         batch = prepare_images(image, model.pixel_mean, model.pixel_std, "bgr").to(device)
-        with torch.no_grad():
-            sparse, dense = (model(batch, execution=e) for e in ("sparse", "dense"))
-        difference = float((sparse.logits - dense.logits).abs().max())
-        same_stages = torch.equal(sparse.stage_map, dense.stage_map)
+        difference, same_stages = sparse_dense_gap(model, batch)
     except Exception as e:  # noqa: BLE001
         failures.append(f"{device.type}: the bundled model does not run: {type(e).__name__}: {e}")
         print(f"{'check ' + device.type:<12} the bundled model does not run: {type(e).__name__}: {e}")

@@ -111,12 +111,11 @@ def add_model_options(parser: argparse.ArgumentParser, without_both: str, refuse
 
 
 def add_rho_option(parser: argparse.ArgumentParser, many: bool = False,
-                   default: str = "the model's, calibrated if a calibration is saved beside the checkpoint",
-                   **kwargs: Any) -> None:
+                   default: str = "the model's, calibrated if a calibration is saved beside the checkpoint") -> None:
     """``--rho R`` (or several with ``many``). ``parser`` may be a mutually exclusive group."""
     what = f"thresholds, each {RHO_FORMS}" if many else f"threshold, {RHO_FORMS}"
     parser.add_argument("--rho", type=parse_rho, nargs="+" if many else None, default=None,
-                        help=f"{what} (default: {default})", **kwargs)
+                        help=f"{what} (default: {default})")
 
 
 def add_json_option(parser: argparse.ArgumentParser, what: str = "one JSON list instead of the table") -> None:
@@ -180,18 +179,30 @@ def model_from_args(args: argparse.Namespace, calibrated: bool = True, random_we
     from ..apis import load_model
     from ..errors import UsageError
 
-    if args.config is not None and args.checkpoint is None:
-        if not getattr(args, "random_weights", True):
-            raise UsageError(f"--config {args.config} without --checkpoint would run random weights: pass "
-                             f"--checkpoint with trained weights (sparse-lc train writes them), leave out --config "
-                             f"for the bundled model, or pass --random-weights")
+    random = args.config is not None and args.checkpoint is None
+    if random and not getattr(args, "random_weights", True):
+        raise UsageError(f"--config {args.config} without --checkpoint would run random weights: pass "
+                         f"--checkpoint with trained weights (sparse-lc train writes them), leave out --config "
+                         f"for the bundled model, or pass --random-weights")
     model, cfg = load_model(args.config, args.checkpoint, args.overrides,
                             calibrated=calibrated and not getattr(args, "no_calibration", False))
-    if args.config is not None and args.checkpoint is None:
+    if random:
         print(f"note: no --checkpoint: random weights{random_weights}", file=sys.stderr)
     if model.operating_point is not None:
         print(f"calibrated: {model.operating_point.describe()}", file=sys.stderr)
     return model, cfg
+
+
+def tiling_from_args(crop_size: Sequence[int], args: argparse.Namespace, batch: int):
+    """The :class:`~sparse_lc.apis.Tiling` of ``--tile`` / ``--stride`` (defaults from the
+    training crop); a UsageError naming both options if they do not fit together."""
+    from ..apis import Tiling
+    from ..errors import UsageError
+
+    try:
+        return Tiling.for_crop(crop_size, args.tile, args.stride, batch)
+    except ValueError as e:
+        raise UsageError(f"--tile / --stride: {e}") from None
 
 
 def print_reports(reports: Sequence[Any], as_json: bool, table: Callable[[List[Any]], str]) -> None:

@@ -14,6 +14,7 @@ from .options import (
     at_least,
     model_from_args,
     report_failures,
+    tiling_from_args,
 )
 
 SUMMARY = "segment image files or folders"
@@ -56,18 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..apis import Tiling, class_names_and_palette, segment_files
-    from ..errors import UsageError
+    from ..apis import class_names_and_palette, segment_files
     from ..utils.distributed import init_distributed
     from ..visualization import segment_table
 
     model, cfg = model_from_args(args)
     model.to(init_distributed(args.device).device)
     _, palette = class_names_and_palette(cfg)
-    try:
-        tiling = Tiling.for_crop(cfg["train"]["crop_size"], args.tile, args.stride, args.tile_batch)
-    except ValueError as e:
-        raise UsageError(f"--tile / --stride: {e}") from None
+    tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.tile_batch)
     start = time.perf_counter()
     records = segment_files(model, args.inputs, args.out, palette, args.rho, args.max_side,
                             progress=not args.no_progress, warmup=not args.no_warmup, overwrite=args.overwrite,

@@ -1,11 +1,12 @@
 """Walk a dataset and report every problem with its file: ``sparse-lc check-data CONFIG``, and
 the check every training, evaluation and calibration run makes before its first step.
 
-:func:`check_dataset` reads every pair (images in parallel threads: OpenCV and Pillow release
-the GIL) and reports missing pairs, unreadable files, size mismatches and label values outside
-``[0, K)`` and 255. :func:`require_valid_data` runs it before work starts and raises one
-:class:`DataError` listing every problem. A pair found valid is remembered by its files' sizes
-and modification times (:class:`CheckCache`), so the next run checks only what changed.
+:func:`check_dataset` reads every pair (on threads: label files in parallel, images decoded
+one at a time, as the decoders' stderr is captured for the whole process) and reports missing
+pairs, unreadable files, size mismatches and label values outside ``[0, K)`` and 255.
+:func:`require_valid_data` runs it before work starts and raises one :class:`DataError`
+listing every problem. A pair found valid is remembered by its files' sizes and modification
+times (:class:`CheckCache`), so the next run checks only what changed.
 """
 from __future__ import annotations
 

@@ -140,8 +140,9 @@ def build_dataset(cfg: Dict[str, Any], train: bool, transform: Optional[object] 
 def data_location(cfg: Dict[str, Any], train: bool, split: Optional[str] = None) -> str:
     """Where a split lives, for messages."""
     data = cfg["data"]
-    return ("data.synthetic" if data["type"] == "synthetic"
-            else f"{data['root']} ({_split_name(cfg, train, split)})")
+    if not DATASETS.info(data["type"])["needs_root"]:
+        return f"data.{data['type']}"
+    return f"{data['root']} ({_split_name(cfg, train, split)})"
 
 
 def _default_transform(cfg: Dict[str, Any], train: bool):

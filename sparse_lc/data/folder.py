@@ -7,10 +7,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .dataset import Sample, SegDataset, dataset_seed, register_dataset
-from .io import DataError
+from .io import IMAGE_SUFFIXES, DataError
 from .palettes import voc_palette
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
 def folder_pairs(root: str, split: str) -> List[Sample]:

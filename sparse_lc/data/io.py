@@ -16,7 +16,9 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import DataError
 
-__all__ = ["DataError", "read_image", "read_label", "read_photo", "to_uint8", "write_label"]
+__all__ = ["IMAGE_SUFFIXES", "DataError", "read_image", "read_label", "read_photo", "to_uint8", "write_label"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")  # the files read_image is given
 
 
 def read_image(path: str) -> np.ndarray:

@@ -118,7 +118,7 @@ def collect_stage_pixels(model: LayerCascade, dataset: SegDataset, rho: Rho,
         with eval_mode(model):
             for index in tqdm(range(len(dataset)), desc="calibration pixels", unit="img", disable=not progress):
                 image, label = dataset[index]
-                result = model(image[None].to(device), rho=rho)
+                result = model(image[None].to(device), rho=rho, labels=False)  # stage logits only
                 for k, (logits, target) in enumerate(stage_pixels(result, label[None].to(device))):
                     if target.numel() > max_pixels_per_image:
                         keep = torch.randperm(target.numel(), generator=gen)[:max_pixels_per_image]

@@ -214,7 +214,7 @@ def _step(net, optimizer, scheduler, images, labels, phase: Phase, execution: st
           iteration: int, saved: Optional[str]) -> Tuple[float, torch.Tensor, Tuple[float, float, float], float]:
     """One optimisation step; returns (loss, per-stage losses, stage shares, seconds)."""
     tic = time.perf_counter()
-    result = net(images, rho=phase.rho, execution=execution)
+    result = net(images, rho=phase.rho, execution=execution, labels=False)  # the loss reads the grid only
     loss, stage_losses = cascade_loss(result, labels, phase.loss_weights)
     _check_finite(loss.detach(), f"the loss ({float(loss.detach()):.4g})", iteration, info, saved)
     optimizer.zero_grad(set_to_none=True)
