@@ -58,12 +58,16 @@ def write_outputs(results: List[LayerResult], out: str, header: dict) -> None:
 
 
 def table(results: List[LayerResult]) -> str:
+    """One row per setting; ``ops``: aten ops one sparse conv dispatches, ``launches``: the CUDA
+    kernels it launches (sparse / dense; ``-`` on the CPU)."""
     lines = [f"{'C':>4} {'dil':>3} {'h%':>5} {'pattern':<9} {'dense ms':>8} {'sparse ms':>9} {'rulebook':>8} "
-             f"{'speed-up':>8} {'all-in':>6} {'MAC ratio':>9} {'1/h':>6} {'time/MAC':>8}"]
+             f"{'speed-up':>8} {'all-in':>6} {'MAC ratio':>9} {'1/h':>6} {'time/MAC':>8} {'ops':>4} {'launches':>8}"]
     for r in results:
+        launches = "-" if r.sparse_launches is None else f"{r.sparse_launches}/{r.dense_launches}"
         lines.append(f"{r.channels:>4} {r.dilation:>3} {100 * r.share:>5g} {r.pattern:<9} {r.dense_ms:8.2f} "
                      f"{r.sparse_ms:9.2f} {r.rulebook_ms:8.2f} {r.speedup:8.2f} {r.speedup_all_in:6.2f} "
-                     f"{r.mac_ratio:9.2f} {1 / r.share:6.1f} {r.speedup / r.mac_ratio:8.2f}")
+                     f"{r.mac_ratio:9.2f} {1 / r.share:6.1f} {r.speedup / r.mac_ratio:8.2f} {r.sparse_aten_ops:>4} "
+                     f"{launches:>8}")
     return "\n".join(lines)
 
 

@@ -55,11 +55,19 @@ def spread_cells(grid_map: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 
 def upsample_logits(decided: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     """``[B, K, h, w]`` grid logits -> ``[B, K, H, W]``: bilinear to the padded input
-    ``(8 h, 8 w)``, cropped to ``size = (H, W)``. :func:`assemble_labels` equals its argmax."""
+    ``(8 h, 8 w)``, cropped to ``size = (H, W)``. :func:`assemble_labels` equals its argmax.
+    Half-precision logits are interpolated in float32 (:func:`interpolation_dtype`)."""
     height, width = size
-    up = F.interpolate(_channels_last(decided), size=(decided.shape[2] * STRIDE, decided.shape[3] * STRIDE),
-                       mode="bilinear", align_corners=False)
+    decided = _channels_last(decided.to(interpolation_dtype(decided.dtype)))
+    up = F.interpolate(decided, size=(decided.shape[2] * STRIDE, decided.shape[3] * STRIDE), mode="bilinear",
+                       align_corners=False)
     return up[:, :, :height, :width]
+
+
+def interpolation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype logits are upsampled in: float32 for float16 / bfloat16 (whose rounding would
+    be larger than the margins :func:`assemble_labels` relies on), else their own."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def assemble_labels(decided: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -68,7 +76,7 @@ def assemble_labels(decided: torch.Tensor, size: Tuple[int, int]) -> torch.Tenso
     batch, classes, h, w = decided.shape
     if classes == 1:
         return torch.zeros(batch, *size, dtype=torch.long, device=decided.device)
-    decided = decided.detach()
+    decided = decided.detach().to(interpolation_dtype(decided.dtype))
     agree, label, scale = _quads(decided)  # [B, h, w]: quad (r0, c0) read off the grid, its class, its scale
     if float((~agree).float().mean()) > FULL_ABOVE:  # labels change almost everywhere: no shortcut pays
         return upsample_logits(decided, size).max(dim=1).indices

@@ -19,6 +19,7 @@ outside the active set: the reference the sparse path must equal.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -29,6 +30,7 @@ from torch import nn
 
 from .assembly import STRIDE, assemble_labels, grid_size, spread_cells, upsample_logits
 from .backbones import CascadeBackbone
+from .cuda_graphs import drop_graphs, runner_for
 from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures, mac_counter
 from .utils import eval_mode, prepare_images, section
@@ -105,8 +107,12 @@ class CascadeResult:
 
 def top_confidence(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """``[B, K, h, w] -> [B, h, w]``: the top softmax score of ``logits / temperature`` at each
-    pixel (no gradient)."""
-    logits = logits.detach() if temperature == 1.0 else logits.detach() / temperature
+    pixel (no gradient; half-precision logits are scored in float32, so that thresholds near 1
+    keep their meaning)."""
+    logits = logits.detach()
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logits = logits if temperature == 1.0 else logits / temperature
     return logits.softmax(dim=1).amax(dim=1)
 
 
@@ -201,6 +207,7 @@ class LayerCascade(nn.Module):
         self.halo = halo
         self.temperatures = (1.0, 1.0, 1.0)
         self.operating_point = None  # the calibration temperatures and rho came from, if any
+        self.cuda_graphs = False  # replay inference passes from CUDA graphs (sparse_lc.cuda_graphs)
         self.pixel_mean = tuple(float(v) for v in pixel_mean)
         self.pixel_std = tuple(float(v) for v in pixel_std)
         _channels_last_conv_weights(self)
@@ -246,6 +253,13 @@ class LayerCascade(nn.Module):
         """``[B, K, h, w] -> [B, h, w]``: the calibrated top softmax score of stage ``stage``."""
         return top_confidence(logits, self.temperatures[stage - 1])
 
+    def hard_pixels(self, logits: torch.Tensor, stage: int, rho: float) -> torch.Tensor:
+        """``[B, K, h, w] -> [B, h, w]`` bool: the pixels stage ``stage`` leaves undecided, those whose
+        calibrated top score is <= ``rho``. At rho >= 1 every pixel (no score computed)."""
+        if rho >= 1.0:
+            return torch.ones((logits.shape[0], *logits.shape[2:]), dtype=torch.bool, device=logits.device)
+        return self.confidence(logits, stage) <= rho
+
     # ------------------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, rho: Optional[Rho] = None, execution: str = "sparse",
                 hard_masks: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, labels: bool = True) -> CascadeResult:
@@ -257,21 +271,21 @@ class LayerCascade(nn.Module):
         and to benchmark with given masks). ``labels=False`` leaves the labels to be assembled
         when first asked for (tiled inference needs only the grid logits).
         """
-        images = check_images(images)
-        rho1, rho2 = rho_pair(self.rho if rho is None else rho)
-        if execution not in EXECUTIONS:
-            raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-        padded = pad_images(images)
         with section("stage1"):
-            f1, logits1 = self.run_stage1(padded)
+            images = check_images(images)
+            rho1, rho2 = rho_pair(self.rho if rho is None else rho)
+            if execution not in EXECUTIONS:
+                raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+            f1, logits1 = self.run_stage1(pad_images(images))
             if hard_masks is not None:
                 hard_masks = _check_hard_masks(hard_masks, (f1.shape[0], *f1.shape[2:]), f1.device)
-            hard1 = hard_masks[0] if hard_masks else self.confidence(logits1, 1) <= rho1
+            hard1 = hard_masks[0] if hard_masks else self.hard_pixels(logits1, 1, rho1)
+            every_pixel = hard_masks is None and rho1 >= 1.0  # known without looking: no check needed
         with section("stage2"):
-            x2, logits2, active2 = self.run_stage2(f1, hard1, logits1, execution)
-            hard2 = hard_masks[1] if hard_masks else hard1 & (self.confidence(logits2, 2) <= rho2)
+            x2, logits2, active2 = self.run_stage2(f1, hard1, logits1, execution, every_pixel)
+            hard2 = hard_masks[1] if hard_masks else hard1 & self.hard_pixels(logits2, 2, rho2)
         with section("stage3"):
-            logits3, active3 = self.run_stage3(x2, hard2, logits1)
+            logits3, active3 = self.run_stage3(x2, hard2, logits1, every_pixel and rho2 >= 1.0)
         with section("assembly"):
             return self.assemble(images.shape[2:], (logits1, logits2, logits3), (hard1, hard2),
                                  (active2, active3), labels)
@@ -280,32 +294,70 @@ class LayerCascade(nn.Module):
     # stages between thresholds (see sparse_lc.evaluation.thresholds).
     def run_stage1(self, padded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Stage 1 and its head on images padded to a multiple of 8 (:func:`pad_images`):
-        ``[B, 3, H, W] -> (f1 [B, C1, h, w], logits1 [B, K, h, w])``."""
+        ``[B, 3, H, W] -> (f1 [B, C1, h, w], logits1 [B, K, h, w])``; replayed from a CUDA graph
+        when :attr:`cuda_graphs` applies (``f1`` is then valid until the next pass)."""
+        runner = self._graph_runner(padded)
+        graphed = runner.stage1(padded) if runner is not None else None
+        return graphed if graphed is not None else self.run_stage1_eagerly(padded)
+
+    def run_stage1_eagerly(self, padded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`run_stage1`, op by op (what a CUDA graph of it records)."""
         f1 = self.backbone.stage1(padded)
         return f1, self.heads[0](DenseFeatures(f1)).to_dense()
 
-    def run_stage2(self, f1: torch.Tensor, hard1: torch.Tensor, like: torch.Tensor,
-                   execution: str = "sparse") -> Tuple[Optional[Features], torch.Tensor, torch.Tensor]:
+    def run_stage_eagerly(self, stage: int, x: Features) -> Tuple[Features, torch.Tensor]:
+        """Stage ``stage`` (2 or 3) and its head, op by op: ``(the stage's features, the head's
+        logits [B, K, h, w])``."""
+        x = (self.backbone.stage2 if stage == 2 else self.backbone.stage3)(x)
+        return x, self.heads[stage - 1](x).to_dense()
+
+    def _run_stage(self, stage: int, x: Features) -> Tuple[Optional[Features], torch.Tensor]:
+        runner = self._graph_runner(x.rows if isinstance(x, SparseFeatures) else x.data)
+        graphed = runner.stage(stage, x) if runner is not None else None
+        return graphed if graphed is not None else self.run_stage_eagerly(stage, x)
+
+    def _graph_runner(self, tensor: Optional[torch.Tensor]):
+        """The model's CUDA graphs, when they apply to a pass on ``tensor``: :attr:`cuda_graphs`
+        set, inference (no gradient, eval mode). Graphs are captured on CUDA; on the CPU the same
+        padded static-buffer path runs without them (exact; for tests)."""
+        if not self.cuda_graphs or tensor is None or self.training or torch.is_grad_enabled():
+            return None
+        if tensor.is_cuda and torch.cuda.is_current_stream_capturing():
+            return None
+        return runner_for(self, capture=tensor.is_cuda)
+
+    def _apply(self, fn, *args, **kwargs):
+        drop_graphs(self)  # the weights move: graphs would read their old memory
+        return super()._apply(fn, *args, **kwargs)
+
+    def run_stage2(self, f1: torch.Tensor, hard1: torch.Tensor, like: torch.Tensor, execution: str = "sparse",
+                   every_pixel: bool = False) -> Tuple[Optional[Features], torch.Tensor, torch.Tensor]:
         """Stage 2 and its head on ``hard1 [B, h, w]`` grown by the halo.
 
         Returns the stage's features (None when no pixel is hard), its logits ``[B, K, h, w]``
         (zeros where it did not compute; ``like`` gives their shape) and its active mask.
+        ``every_pixel``: ``hard1`` is known to be all True (rho 1), so the dense path needs no
+        check of the mask (each check would wait for the device).
         """
-        active2 = grow_mask(hard1, self.halo)
-        x2 = self._enter_stage(f1, active2, "stage2", execution)
+        active2 = hard1 if every_pixel else grow_mask(hard1, self.halo)
+        x2 = self._enter_stage(f1, active2, "stage2", execution, every_pixel)
         if x2 is None:
             return None, torch.zeros_like(like), active2
-        x2 = self.backbone.stage2(x2)
-        return x2, self.heads[1](x2).to_dense(), active2
+        x2, logits2 = self._run_stage(2, x2)
+        return x2, logits2, active2
 
-    def run_stage3(self, x2: Optional[Features], hard2: torch.Tensor,
-                   like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def run_stage3(self, x2: Optional[Features], hard2: torch.Tensor, like: torch.Tensor,
+                   every_pixel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """Stage 3 and its head on ``hard2`` grown by the halo, from stage 2's features ``x2``.
-        Returns its logits (zeros where it did not compute) and its active mask."""
-        active3 = grow_mask(hard2, self.halo)
-        if not active3.any():
+        Returns its logits (zeros where it did not compute) and its active mask. ``every_pixel``:
+        ``hard2`` is known to be all True, so ``x2`` goes on as it is."""
+        active3 = hard2 if every_pixel else grow_mask(hard2, self.halo)
+        if x2 is None:  # no pixel in stage 2, so none in stage 3 (hard2 is a subset of hard1)
             return torch.zeros_like(like), active3
-        return self.heads[2](self.backbone.stage3(x2.restrict(active3, "stage3"))).to_dense(), active3
+        x3 = x2 if every_pixel else x2.restrict(active3, "stage3")
+        if not every_pixel and _is_empty(x3, active3):
+            return torch.zeros_like(like), active3
+        return self._run_stage(3, x3)[1], active3
 
     @staticmethod
     def assemble(size: Tuple[int, int], stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -325,13 +377,16 @@ class LayerCascade(nn.Module):
                              stage_map=stage_map, _labels=assemble_labels(decided, size) if labels else None)
 
     @staticmethod
-    def _enter_stage(dense: torch.Tensor, active: torch.Tensor, name: str,
-                     execution: str) -> Optional[Features]:
+    def _enter_stage(dense: torch.Tensor, active: torch.Tensor, name: str, execution: str,
+                     every_pixel: bool = False) -> Optional[Features]:
         """The features a later stage starts from, or None when it has no active pixel."""
-        if not active.any():
-            return None  # spconv cannot run on zero active sites; the dense path skips too
         if execution == "sparse":
-            return SparseFeatures.from_dense(dense, active, name)
+            x = SparseFeatures.from_dense(dense, active, name)  # the stage's one host sync: how many pixels
+            return x if x.num_active else None  # spconv cannot run on zero active sites; the dense path skips too
+        if every_pixel:
+            return DenseFeatures(dense)
+        if not active.any():
+            return None
         # every pixel active: masking would change nothing, so run the plain dense network
         return DenseFeatures(dense, None if active.all() else active)
 
@@ -365,14 +420,30 @@ def _channels_last_conv_weights(model: nn.Module) -> None:
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
 
+def _is_empty(x: Features, active: torch.Tensor) -> bool:
+    """No active pixel in ``x``: a count on the host for sparse rows, a check of the mask (a
+    host sync) for a masked dense map."""
+    return x.num_active == 0 if isinstance(x, SparseFeatures) else not bool(active.any())
+
+
+_CHECKED_MASKS: List[Tuple[weakref.ref, int, weakref.ref, int]] = []  # the last pair of hard masks found nested
+
+
 def _check_hard_masks(masks: Sequence[torch.Tensor], grid: Tuple[int, int, int],
                       device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Validated ``(hard1, hard2)`` on ``device``. That the second is a subset of the first needs
+    their values (a host sync), so it is checked once per pair of mask tensors (until either is
+    changed in place): a benchmark that passes the same masks to every pass pays it once."""
     if len(masks) != 2:
         raise ValueError(f"hard_masks must be two masks (after stage 1 and 2), got {len(masks)}")
     hard1, hard2 = (m.to(device=device, dtype=torch.bool) for m in masks)
     for m in (hard1, hard2):
         if tuple(m.shape) != grid:
             raise ValueError(f"hard_masks must have shape {list(grid)} (the feature grid), got {list(m.shape)}")
-    if (hard2 & ~hard1).any():
-        raise ValueError("hard_masks: the stage-3 mask must be a subset of the stage-2 mask")
+    seen = (weakref.ref(hard1), hard1._version, weakref.ref(hard2), hard2._version)
+    if not any(r1() is hard1 and v1 == seen[1] and r2() is hard2 and v2 == seen[3]
+               for r1, v1, r2, v2 in _CHECKED_MASKS):
+        if (hard2 & ~hard1).any():
+            raise ValueError("hard_masks: the stage-3 mask must be a subset of the stage-2 mask")
+        _CHECKED_MASKS[:] = [seen]
     return hard1, hard2

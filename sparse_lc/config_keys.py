@@ -91,6 +91,9 @@ KEYS: Sequence[Key] = (
         "weight of each stage's loss"),
     Key("train.execution", "auto", Choice("auto", "sparse", "dense"), "auto (dense while rho = 1, else sparse) | "
         "sparse | dense"),
+    Key("train.amp", "off", Choice("off", "fp16", "bf16"), "mixed precision: the forward pass and the loss under "
+        "torch.autocast in float16 (with a gradient scaler) or bfloat16, weights and optimizer in float32; spconv's "
+        "convolutions run in float16 on CUDA, in float32 otherwise (spconv has no bfloat16 kernels)"),
     Key("train.checkpoint_interval", 1000, WHOLE_1, "iterations between checkpoints (latest.pth)"),
     Key("train.log_interval", 20, WHOLE_1, "iterations between log records"),
     Key("train.eval_interval", 0, WHOLE_0, "iterations between evaluations during training (0: none)"),

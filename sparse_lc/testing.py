@@ -12,7 +12,14 @@ torch convolutions on full maps, zeroed outside the active pixels), and checks t
 * gradients, in train mode with forced hard masks: every parameter's gradient, the input's, and
   the batch-norm statistics after the step;
 * each with ``halo`` 0 and 1 (context pixels around the hard ones);
-* in float64 on the CPU by default, where only rounding separates the paths.
+* in float64 on the CPU by default, where only rounding separates the paths. On CUDA the
+  checks run with TF32 off (spconv never uses it; cuDNN would). In float16 (half-precision
+  mode) the thresholded settings and gradients are left out by default: a pixel whose
+  confidence lies within half-precision rounding of rho may go either way, and nobody trains
+  in float16 weights. Forced hard masks make both paths compute the same pixels; logits are
+  compared at half precision's tolerance, labels where the top two classes are further apart
+  than that;
+* with the checks that cost a host sync (:func:`sparse_lc.ops.debug_checks`) turned on.
 
 A backbone of your own is checked in a few lines (see docs/extending.md)::
 
@@ -27,8 +34,9 @@ The model passed in is never changed (each check runs on a copy).
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -36,6 +44,8 @@ from torch import nn
 from .analysis import nested_masks
 from .assembly import grid_size
 from .cascade import LayerCascade, Rho, format_rho
+from .ops import set_debug_checks
+from .utils.precision import tf32_disabled
 
 __all__ = ["ContractCheck", "assert_sparse_matches_dense", "random_images", "randomize_weights", "sparse_dense_gap"]
 
@@ -79,14 +89,15 @@ def random_images(batch: int = 3, height: int = 48, width: int = 64, seed: int =
 
 #: default tolerance per dtype, relative to the largest value of the compared tensor: float64 leaves
 #: only rounding (1e-15 relative seen on every built-in backbone); float32 sums over thousands of
-#: pixels in another order (up to ~4e-5 relative seen)
-TOLERANCES = {torch.float64: 1e-9, torch.float32: 1e-4}
+#: pixels in another order (up to ~4e-5 relative seen); float16 rounds every op's output to 11 bits
+TOLERANCES = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2}
+HALF = (torch.float16, torch.bfloat16)
 
 
 def assert_sparse_matches_dense(model: LayerCascade, images: Optional[torch.Tensor] = None,
                                 rhos: Optional[Sequence[Rho]] = None, halos: Sequence[int] = (0, 1),
                                 hard_shares: Sequence[Tuple[float, float]] = ((0.5, 0.25),),
-                                gradients: bool = True, dtype: Optional[torch.dtype] = torch.float64,
+                                gradients: Optional[bool] = None, dtype: Optional[torch.dtype] = torch.float64,
                                 device: Optional[str] = "cpu", rtol: Optional[float] = None,
                                 seed: int = 0) -> List[ContractCheck]:
     """Check that the sparse and the dense path of ``model`` agree (see the module docstring);
@@ -97,11 +108,12 @@ def assert_sparse_matches_dense(model: LayerCascade, images: Optional[torch.Tens
         images:      normalised float ``[B, 3, H, W]`` with B >= 2 (default: :func:`random_images`,
                      2 x 3 x 64 x 96).
         rhos:        thresholds to check in eval mode (default: 0, 1, and three taken from the
-                     model's confidences so that they split the pixels).
+                     model's confidences so that they split the pixels; none in half precision).
         halos:       the halos to check with.
         hard_shares: forced nested hard masks (share after stage 1, after stage 2); their
                      clustered masks leave the first image without any hard pixel.
-        gradients:   also compare gradients and batch-norm statistics in train mode.
+        gradients:   also compare gradients and batch-norm statistics in train mode (default:
+                     yes, but in half precision).
         dtype, device: where the copy runs (None: as ``model``). The default, float64 on the CPU,
                      leaves rounding alone to tell the paths apart: in float32 a deep network
                      with random weights and train-mode batch norm over a few dozen active
@@ -112,24 +124,39 @@ def assert_sparse_matches_dense(model: LayerCascade, images: Optional[torch.Tens
     """
     model = copy.deepcopy(model).to(device=device, dtype=dtype)
     param = next(model.parameters())
+    half = param.dtype in HALF
     rtol = TOLERANCES.get(param.dtype, 1e-2) if rtol is None else rtol
+    gradients = not half if gradients is None else gradients
     if images is None:
         images = random_images(batch=2, height=64, width=96, seed=seed)
     images = images.to(param.device, param.dtype)
     if images.dim() != 4 or images.shape[0] < 2:
         raise ValueError(f"images must be a batch [B, 3, H, W] with B >= 2, got {list(images.shape)}")
     checks: List[ContractCheck] = []
-    for halo in halos:
-        model.halo = halo
-        masks = [_forced_masks(model, images, shares, seed) for shares in hard_shares]
-        for rho in (_splitting_rhos(model, images) if rhos is None else rhos):
-            checks.append(_compare_outputs(model, images, f"halo {halo}, rho {format_rho(rho)}", rtol, rho=rho))
-        for shares, hard in zip(hard_shares, masks):
-            setting = f"halo {halo}, hard shares {shares[0]:g}/{shares[1]:g}"
-            checks.append(_compare_outputs(model, images, setting, rtol, hard_masks=hard))
-            if gradients:
-                checks.append(_compare_gradients(model, images, hard, f"{setting}, gradients", rtol))
+    with _contract_settings(param.device):
+        for halo in halos:
+            model.halo = halo
+            masks = [_forced_masks(model, images, shares, seed) for shares in hard_shares]
+            for rho in (([] if half else _splitting_rhos(model, images)) if rhos is None else rhos):
+                checks.append(_compare_outputs(model, images, f"halo {halo}, rho {format_rho(rho)}", rtol, rho=rho))
+            for shares, hard in zip(hard_shares, masks):
+                setting = f"halo {halo}, hard shares {shares[0]:g}/{shares[1]:g}"
+                checks.append(_compare_outputs(model, images, setting, rtol, hard_masks=hard))
+                if gradients:
+                    checks.append(_compare_gradients(model, images, hard, f"{setting}, gradients", rtol))
     return checks
+
+
+@contextmanager
+def _contract_settings(device: torch.device) -> Iterator[None]:
+    """The contract's scope: the debug checks on; on CUDA, TF32 off (torch's settings are put
+    back afterwards)."""
+    previous = set_debug_checks(True)
+    try:
+        with tf32_disabled() if device.type == "cuda" else nullcontext():
+            yield
+    finally:
+        set_debug_checks(previous)
 
 
 def sparse_dense_gap(model: LayerCascade, images: torch.Tensor, **forward_kwargs) -> Tuple[float, bool]:

@@ -110,8 +110,10 @@ def profile_macs(model: LayerCascade, images: Sequence[torch.Tensor], rho: Optio
     totals: Dict[str, List[float]] = {}  # name -> [dense, sparse, active, positions]
     kinds: Dict[str, str] = {}
     active, pixels, num_images = torch.zeros(3, dtype=torch.float64), 0, 0
+    param = next(model.parameters())
     with eval_mode(model):
         for image in images:
+            image = image.to(param.device, param.dtype)
             _, dense = count_macs(model, image, rho=1.0, execution="dense")
             result, sparse = count_macs(model, image, rho=rho, execution="sparse", **forward_kwargs)
             for r in dense.by_layer().values():

@@ -4,8 +4,10 @@ Method (timm's benchmark.py habits): a fixed thread count, warm-up runs, then re
 which the sparse and the dense run alternate, so both see the same machine load (each timed
 pass right after an untimed one of the same kind, so neither inherits the other's cache and
 allocator state); medians with the interquartile range. Per section of the forward pass
-(stage 1, stage 2, stage 3, assembly) the time comes from :mod:`sparse_lc.utils.timing`. The
-dense run is the same model with every stage
+(stage 1, stage 2, stage 3, assembly; together the whole pass) the time comes from
+:mod:`sparse_lc.utils.timing`: clock reads on the CPU, CUDA events on a GPU, with nothing that
+waits for the device inside a timed pass. The time inside spconv's convolutions is measured in
+separate passes. The dense run is the same model with every stage
 and head on every pixel (rho = 1, plain dense convolutions). Hard pixels come either from the
 model's confidences at ``rho`` or, to measure speed independently of training, from clustered
 synthetic masks with exact shares (``hard_shares``; the cascade then skips computing its two
@@ -19,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import re
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -60,7 +61,7 @@ class BenchReport:
     images_per_s_sparse: float
     stages: List[StageTime]
     stage23: Dict[str, float]    # stages 2-3 alone: dense_s, sparse_s, speedup, mac_ratio, efficiency,
-                                 # spconv_s (of sparse_s, the time inside spconv's convolutions)
+                                 # spconv_s (the time inside spconv's convolutions, from separate passes)
     peak_mem_dense: int          # bytes above the model's resting memory (RSS on CPU, allocated on
                                  # CUDA), median of MEMORY_SAMPLES measurements
     peak_mem_sparse: int
@@ -112,6 +113,16 @@ def peak_memory(run: Callable[[], object], device: torch.device) -> int:
     return peak_rss() - before * 1024
 
 
+def _timed(run: Callable[[], object], device: torch.device, names: Sequence[str]) -> SectionTimer:
+    """One pass of ``run`` from an idle device, timed per section of ``names`` (no synchronise
+    inside the pass: see :mod:`sparse_lc.utils.timing`)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    with SectionTimer(device, names) as timer:
+        run()
+    return timer
+
+
 @torch.no_grad()
 def bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[Rho] = None,
           hard_shares: Optional[Tuple[float, float]] = None, batch: int = 1, warmup: int = 2,
@@ -140,22 +151,18 @@ def _bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[Rho], hard_
         for run in runs.values():
             run()
     totals: Dict[str, List[float]] = {"sparse": [], "dense": []}
-    sections: Dict[str, Dict[str, List[float]]] = {k: {s: [] for s in SECTIONS + (SPCONV,)} for k in runs}
+    sections: Dict[str, Dict[str, List[float]]] = {k: {s: [] for s in SECTIONS} for k in runs}
     order = list(runs)
     for rep in range(reps):
         for kind in order[rep % 2:] + order[:rep % 2]:  # alternate which kind goes first
             run = runs[kind]
             run()  # untimed: the timed pass follows one of its own kind, not the other (caches, allocator)
-            with SectionTimer(param.device) as timer:
-                if param.device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                run()
-                if param.device.type == "cuda":
-                    torch.cuda.synchronize()
-                totals[kind].append(time.perf_counter() - start)
-            for s in SECTIONS + (SPCONV,):
+            timer = _timed(run, param.device, SECTIONS)
+            totals[kind].append(timer.total)
+            for s in SECTIONS:
                 sections[kind][s].append(timer.seconds[s])
+    # the time inside spconv, in passes of its own: its many boundaries would weigh on the timed ones
+    spconv_s = statistics.median(_timed(runs["sparse"], param.device, (SPCONV,)).seconds[SPCONV] for _ in range(reps))
     macs = profile_macs(model, [images], **kwargs)
     sparse_s, sparse_iqr = _median_iqr(totals["sparse"])
     dense_s, dense_iqr = _median_iqr(totals["dense"])
@@ -168,7 +175,7 @@ def _bench(model: LayerCascade, size: Tuple[int, int], rho: Optional[Rho], hard_
     mac_ratio = sum(m.dense_macs for m in later) / sparse23 if sparse23 else None  # None: no hard pixel
     stage23 = {"dense_s": d23, "sparse_s": s23, "speedup": d23 / s23, "mac_ratio": mac_ratio,
                "efficiency": (d23 / s23) / mac_ratio if mac_ratio else None,
-               "spconv_s": statistics.median(sections["sparse"][SPCONV])}
+               "spconv_s": spconv_s}
     memory = {kind: statistics.median([peak_memory(run, param.device) for _ in range(MEMORY_SAMPLES)])
               for kind, run in runs.items()}
     return BenchReport(setting, tuple(size), batch, torch.get_num_threads(), dense_s, sparse_s, dense_iqr,

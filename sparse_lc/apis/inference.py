@@ -42,6 +42,20 @@ from .sliding_window import Tiling, segment_tiled
 # labels [H, W], stage map [H, W], stage shares, seconds, cascade MACs, dense MACs
 Segmented = Tuple[np.ndarray, np.ndarray, Tuple[float, ...], float, int, int]
 
+DISPATCH_PIXELS = 1 << 22  # pixels per pass that amortise a pass's dispatch on CUDA (4.2 megapixels)
+MAX_AUTO_BATCH = 16
+
+
+def auto_batch(height: int, width: int, device: torch.device) -> int:
+    """Images (or tiles) of ``height x width`` per pass when the batch is left to the library:
+    1 on the CPU (one image keeps the cores busy; a batch only adds latency); on CUDA enough for
+    about :data:`DISPATCH_PIXELS` pixels, at most :data:`MAX_AUTO_BATCH`, so that the fixed cost
+    of dispatching a pass (hundreds of small kernels in the sparse stages) is shared by several
+    images: 16 images of 512 x 512, 4 of 1024 x 1024, 2 of 1024 x 2048."""
+    if torch.device(device).type != "cuda":
+        return 1
+    return max(1, min(MAX_AUTO_BATCH, DISPATCH_PIXELS // max(1, height * width)))
+
 
 def running_size(height: int, width: int, max_side: int) -> Tuple[int, int]:
     """``(H, W)`` an image runs at: downscaled so that its longer side is at most ``max_side``
@@ -135,24 +149,25 @@ def _prefetched(pool: ThreadPoolExecutor, paths: Sequence[str], depth: int) -> I
 def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, palette: np.ndarray,
                   rho: Optional[Rho] = None, max_side: int = 1024, progress: bool = True,
                   warmup: bool = True, overwrite: bool = False, tiling: Optional[Tiling] = None,
-                  batch_size: int = 1, workers: int = 2, execution: str = "sparse") -> List[SegmentRecord]:
+                  batch_size: Optional[int] = 1, workers: int = 2, execution: str = "sparse") -> List[SegmentRecord]:
     """Segment every image of ``inputs`` (files or folders) into ``out_dir``. One record per
     input, failures included (unusable inputs first): the batch never stops for one bad file.
 
     Files are read ahead and the pictures written on ``workers`` threads, so the model never
     waits on the disk. ``batch_size``: consecutive images of one size (after downscaling) go
-    through the model together, up to this many; the MACs and time of a batch are shared out
-    evenly among its images. ``warmup``: the first batch runs once untimed first (one extra
-    pass per run). ``overwrite``: replace files at output paths that segment did not write
-    (never this run's inputs). ``max_side`` 0: full resolution, images larger than a tile of
-    ``tiling`` (default: :class:`Tiling`'s) cut into tiles, one image at a time.
+    through the model together, up to this many (None: :func:`auto_batch` of their size); the
+    MACs and time of a batch are shared out evenly among its images. ``warmup``: the first
+    batch runs once untimed first (one extra pass per run). ``overwrite``: replace files at
+    output paths that segment did not write (never this run's inputs). ``max_side`` 0: full
+    resolution, images larger than a tile of ``tiling`` (default: :class:`Tiling`'s) cut into
+    tiles, one image at a time.
     ``execution="dense"`` runs the same model dense (every stage on every pixel, rho = 1), for
     comparison. Raises OutputError when ``out_dir`` cannot be used, DataError when ``inputs`` hold no
     image at all, :class:`Interrupted` on Ctrl-C (saying how far it got).
     """
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0 (0: no limit), got {max_side}")
-    if batch_size < 1 or workers < 1:
+    if (batch_size is not None and batch_size < 1) or workers < 1:
         raise ValueError(f"batch_size and workers must be >= 1, got {batch_size} and {workers}")
     files, records = collect_inputs(inputs)
     if not files and not [r for r in records if "no image files" not in r.error]:
@@ -175,7 +190,8 @@ def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, pale
     bar = tqdm(total=len(jobs), desc="segment", unit="img", disable=not progress)
     try:
         with ThreadPoolExecutor(workers, initializer=_behind_the_model) as pool:
-            for _, record in run.records(_prefetched(pool, [path for path, _ in jobs], depth=batch_size + 2 * workers),
+            ahead = (batch_size or MAX_AUTO_BATCH) + 2 * workers
+            for _, record in run.records(_prefetched(pool, [path for path, _ in jobs], depth=ahead),
                                             [outputs for _, outputs in jobs], pool, depth=2 * workers):
                 records.append(record)
                 bar.update(1)
@@ -190,7 +206,7 @@ class _Segmenter:
     """Groups read images into batches, runs the model, hands the pictures to the writers."""
 
     def __init__(self, model: LayerCascade, palette: np.ndarray, rho: Optional[Rho], max_side: int, tiling: Tiling,
-                 batch_size: int, warmup: bool, execution: str):
+                 batch_size: Optional[int], warmup: bool, execution: str):
         self.model, self.palette, self.rho, self.max_side = model, palette, rho, max_side
         self.tiling, self.batch_size, self.warm_up, self.execution = tiling, batch_size, warmup, execution
         self.dense_macs = DenseMacs(model)
@@ -226,13 +242,20 @@ class _Segmenter:
             return (0, 0)
         return running_size(height, width, self.max_side)
 
+    def _batch(self, image: np.ndarray) -> int:
+        """Images per pass for images of this one's running size."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return auto_batch(*self._size(image), next(self.model.parameters()).device)
+
     def _groups(self, images: Iterator[Tuple[int, str, object]]) -> Iterator[List[Tuple[int, str, object]]]:
         """Consecutive images of one running size, up to ``batch_size``; a failed read or an image
         cut into tiles alone."""
         group: List[Tuple[int, str, object]] = []
         for position, path, image in images:
             alone = not isinstance(image, np.ndarray) or self._size(image) == (0, 0)
-            if group and (alone or len(group) == self.batch_size or self._size(image) != self._size(group[0][2])):
+            if group and (alone or len(group) == self._batch(group[0][2]) or
+                          self._size(image) != self._size(group[0][2])):
                 yield group
                 group = []
             group.append((position, path, image))

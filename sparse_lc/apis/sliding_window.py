@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs, nested_masks
-from ..assembly import STRIDE, assemble_labels, grid_size, quad_rows
+from ..assembly import STRIDE, assemble_labels, grid_size, interpolation_dtype, quad_rows
 from ..cascade import LayerCascade, Rho
 from ..utils import eval_mode, prepare_images
 
@@ -113,11 +113,12 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
     tile_h, tile_w = min(tile[0], grid[0] * STRIDE), min(tile[1], grid[1] * STRIDE)
     origins = [(y, x) for y in tile_origins(height, tile_h, stride[0]) for x in tile_origins(width, tile_w, stride[1])]
     param = next(model.parameters())
-    total = torch.zeros(model.num_classes, *grid, dtype=param.dtype)
-    count = torch.zeros(grid, dtype=param.dtype)
-    stage_map = torch.zeros(grid, dtype=torch.uint8)
-    decided_by = torch.zeros(3, dtype=torch.float64)
-    macs = 0
+    # sums kept on the model's device (nothing read back per tile), half-precision logits in float32
+    total = torch.zeros(model.num_classes, *grid, dtype=interpolation_dtype(param.dtype), device=param.device)
+    count = torch.zeros(grid, dtype=total.dtype, device=param.device)
+    stage_map = torch.zeros(grid, dtype=torch.uint8, device=param.device)
+    decided_by = torch.zeros(3, dtype=torch.float64, device=param.device)
+    counters = []
     start = time.perf_counter()
     with eval_mode(model):
         for first in tqdm(range(0, len(origins), batch), desc="tiles", unit="batch", disable=not progress):
@@ -128,20 +129,22 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
                                                          seed=first))}
             result, counter = count_macs(model, tiles.to(param.device, param.dtype), rho=rho, execution=execution,
                                          labels=False, **forced)
-            macs += counter.total()
+            counters.append(counter)  # read at the end: a count read now would wait for the device
             for i, (y, x) in enumerate(chunk):
                 cells = (slice(y // STRIDE, (y + tile_h) // STRIDE), slice(x // STRIDE, (x + tile_w) // STRIDE))
-                weight = _weights(y, x, tile_h, tile_w, grid).to(total.dtype)
-                total[:, cells[0], cells[1]] += result.decided[i].cpu() * weight
+                weight = _weights(y, x, tile_h, tile_w, grid).to(total.device, total.dtype)
+                total[:, cells[0], cells[1]] += result.decided[i].to(total.dtype) * weight
                 count[cells] += weight
-                stage_map[cells] = torch.maximum(stage_map[cells], result.stage_map[i].cpu())
-            decided_by += result.stage_counts.sum(0).double().cpu()
+                stage_map[cells] = torch.maximum(stage_map[cells], result.stage_map[i])
+            decided_by += result.stage_counts.sum(0).double()
         grid_logits = total / count
         labels = assemble_in_bands(grid_logits, (height, width))
+        macs = sum(counter.total() for counter in counters)
         seconds = time.perf_counter() - start
         dense = (dense_macs or DenseMacs(model))(tile_h, tile_w) * len(origins)
     shares = tuple((decided_by / decided_by.sum()).tolist())
-    return TiledResult(labels, grid_logits, stage_map.numpy(), shares, len(origins), seconds, macs, dense)
+    return TiledResult(labels, grid_logits.cpu(), stage_map.cpu().numpy(), shares, len(origins), seconds, macs,
+                       dense)
 
 
 def _weights(y: int, x: int, tile_h: int, tile_w: int, grid: Tuple[int, int]) -> torch.Tensor:
@@ -184,6 +187,6 @@ def assemble_in_bands(decided: torch.Tensor, size: Tuple[int, int]) -> np.ndarra
         rows = quad_rows(first, last, cells, height)  # output rows of the band's quads
         part = assemble_labels(band, ((bottom - top) * STRIDE, width))[0]
         local = slice(rows.start - top * STRIDE, rows.stop - top * STRIDE)
-        labels[rows] = part[local].to(torch.uint8).numpy()
+        labels[rows] = part[local].to(torch.uint8).cpu().numpy()
     return labels
 

@@ -6,15 +6,21 @@ import sys
 import time
 
 from .options import (
+    add_cuda_graphs_option,
     add_device_option,
     add_json_option,
     add_model_options,
+    add_precision_option,
     add_rho_option,
     at_least,
+    batch_size,
     model_from_args,
     print_reports,
+    say_cuda_graphs,
+    set_cuda_graphs,
     share,
     tiling_from_args,
+    to_precision,
 )
 
 SUMMARY = "time the cascade against the same model run dense"
@@ -43,13 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--sweep", type=share, nargs="+", default=None, metavar="H2",
                        help="force clustered masks for each share h2 (h3 = h2 / 2) and compare stages 2-3 time "
                             "and MAC ratios")
-    parser.add_argument("--batch", type=at_least(1), default=1, help="images per forward pass")
+    parser.add_argument("--batch", type=batch_size, default="auto",
+                        help="images per forward pass (default: auto, 1 on the CPU; on CUDA each setting is timed at "
+                             "batch 1 and at segment's automatic batch for the size, about 4 megapixels per pass)")
     parser.add_argument("--threads", type=at_least(1), default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--warmup", type=at_least(0), default=2, help="untimed passes of each kind")
     parser.add_argument("--reps", type=at_least(1), default=7, help="timed passes of each kind (median reported)")
     parser.add_argument("--no-fuse", action="store_true", help="keep batch norm separate")
     parser.add_argument("--compile", action="store_true",
                         help="run stage 1 through torch.compile (both runs; the compile time is said, not timed)")
+    add_precision_option(parser)
+    add_cuda_graphs_option(parser)
     add_json_option(parser, "one JSON object (a list for several settings)")
     add_device_option(parser)
 
@@ -58,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..analysis import bench
+    from ..apis import auto_batch
     from ..builder import build_model
     from ..config import load_config
     from ..errors import UsageError
@@ -81,26 +92,32 @@ def run(args: argparse.Namespace) -> int:
         model = build_model(cfg["model"])
     else:
         model, cfg = model_from_args(args, random_weights=why)
-    tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.batch) if args.image else None
     model = model.eval() if args.no_fuse else model.fused()
-    model.to(init_distributed(args.device).device)
+    model = to_precision(model.to(init_distributed(args.device).device), args, "both")
+    set_cuda_graphs(model, args)
+    device = next(model.parameters()).device
+    tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.batch, device) if args.image else None
+    batches = [args.batch] if args.batch else sorted({1, auto_batch(*args.size, device)})
     if args.compile:
         start = time.perf_counter()
         model.compile_stage1()
         with torch.no_grad():
-            model(torch.zeros(args.batch, 3, *args.size, device=next(model.parameters()).device), rho=1.0,
-                  execution="dense")
+            for batch in batches:
+                model(torch.zeros(batch, 3, *args.size, device=device), rho=1.0, execution="dense")
         print(f"note: stage 1 compiled in {time.perf_counter() - start:.1f} s (for this input size)", file=sys.stderr)
     if args.image:
-        return _bench_image(model, tiling, args)
+        code = _bench_image(model, tiling, args)
+        say_cuda_graphs(model)
+        return code
     if args.sweep:
         settings = [{"hard_shares": (h, h / 2)} for h in args.sweep]
     elif args.hard_share:
         settings = [{"hard_shares": tuple(args.hard_share)}]
     else:
         settings = [{"rho": rho} for rho in (args.rho or [model.rho])]
-    reports = [bench(model, tuple(args.size), batch=args.batch, warmup=args.warmup, reps=args.reps, **kw)
-               for kw in settings]
+    reports = [bench(model, tuple(args.size), batch=batch, warmup=args.warmup, reps=args.reps, **kw)
+               for kw in settings for batch in batches]
+    say_cuda_graphs(model)
     print_reports(reports, args.json, bench_table)
     return 0
 

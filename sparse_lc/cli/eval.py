@@ -11,10 +11,12 @@ from .options import (
     add_data_check_option,
     add_json_option,
     add_out_option,
+    add_precision_option,
     add_rho_option,
     add_run_options,
     checked_dataset,
     model_from_args,
+    to_precision,
 )
 
 SUMMARY = "evaluate a checkpoint at one or more rho"
@@ -31,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(parser)
     add_out_option(parser, "folder for eval.json and rho_sweep.png (default: the checkpoint's folder)")
     add_data_check_option(parser)
+    add_precision_option(parser)
     add_run_options(parser)
 
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     info = init_distributed(args.device)
     model, cfg = model_from_args(args)
-    model.to(info.device)
+    model = to_precision(model.to(info.device), args)
     rhos = args.rho or cfg["eval"]["rhos"] or [1.0]
     if not args.rho and (model.operating_point is not None or not cfg["eval"]["rhos"]):
         rhos = [model.rho] + [r for r in rhos if r != model.rho]  # the model's own threshold first

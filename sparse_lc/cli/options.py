@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable, List, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 Rho = Union[float, Tuple[float, float]]
 
@@ -131,6 +131,31 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
                         help="where to run (default: auto, CUDA when available)")
 
 
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="weights and activations in float32, float16 (for GPUs: on the CPU it runs, slower) or "
+                             "bfloat16 (dense runs only: spconv has no bfloat16 kernels)")
+
+
+def to_precision(model, args: argparse.Namespace, execution: str = "sparse"):
+    """``model`` in the dtype of ``--precision`` for a run of ``execution`` (``"both"``: the
+    cascade and the dense run); a UsageError in one line when that run cannot use it."""
+    import torch
+
+    from ..errors import UsageError
+    from ..utils.precision import precision_dtype
+
+    try:
+        dtype = precision_dtype(args.precision, "sparse" if execution == "both" else execution)
+    except ValueError as e:
+        raise UsageError(f"--precision {args.precision}: {e}") from None
+    device = next(model.parameters()).device
+    if dtype != torch.float32 and device.type == "cpu":
+        print(f"note: --precision {args.precision} on the CPU runs slower than fp32 (it is meant for GPUs)",
+              file=sys.stderr)
+    return model.to(dtype)
+
+
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -193,16 +218,51 @@ def model_from_args(args: argparse.Namespace, calibrated: bool = True, random_we
     return model, cfg
 
 
-def tiling_from_args(crop_size: Sequence[int], args: argparse.Namespace, batch: int):
+def tiling_from_args(crop_size: Sequence[int], args: argparse.Namespace, batch: Optional[int], device=None):
     """The :class:`~sparse_lc.apis.Tiling` of ``--tile`` / ``--stride`` (defaults from the
-    training crop); a UsageError naming both options if they do not fit together."""
-    from ..apis import Tiling
+    training crop) with ``batch`` tiles per pass (None: :class:`Tiling`'s default on the CPU,
+    :func:`~sparse_lc.apis.auto_batch` of the tile on CUDA); a UsageError naming both options if
+    they do not fit together."""
+    from ..apis import Tiling, auto_batch
     from ..errors import UsageError
 
     try:
-        return Tiling.for_crop(crop_size, args.tile, args.stride, batch)
+        tiling = Tiling.for_crop(crop_size, args.tile, args.stride, batch or Tiling.batch)
     except ValueError as e:
         raise UsageError(f"--tile / --stride: {e}") from None
+    if batch is None and device is not None and device.type == "cuda":
+        tiling = Tiling(tiling.tile, tiling.stride, auto_batch(*tiling.tile, device))
+    return tiling
+
+
+def batch_size(text: str) -> Optional[int]:
+    """An argparse type: ``auto`` (None: the library chooses, see ``auto_batch``) or a whole number >= 1."""
+    return None if text == "auto" else at_least(1, " or auto")(text)
+
+
+def add_cuda_graphs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cuda-graphs", choices=("auto", "on", "off"), default="auto",
+                        help="replay the passes from CUDA graphs (sparse_lc.cuda_graphs); auto: on when the model runs "
+                             "on CUDA")
+
+
+def set_cuda_graphs(model, args: argparse.Namespace) -> None:
+    """``model.cuda_graphs`` from ``--cuda-graphs`` (UsageError: ``on`` without CUDA)."""
+    from ..errors import UsageError
+
+    cuda = next(model.parameters()).device.type == "cuda"
+    if args.cuda_graphs == "on" and not cuda:
+        raise UsageError("--cuda-graphs on: CUDA graphs need a CUDA device and the model runs on the CPU; leave the "
+                         "option out (auto) or pass --device cuda")
+    model.cuda_graphs = args.cuda_graphs == "on" or (args.cuda_graphs == "auto" and cuda)
+
+
+def say_cuda_graphs(model) -> None:
+    """On stderr: what ran as CUDA graphs, and what was refused and why."""
+    from ..cuda_graphs import graph_report
+
+    for line in graph_report(model):
+        print(f"note: {line}", file=sys.stderr)
 
 
 def print_reports(reports: Sequence[Any], as_json: bool, table: Callable[[List[Any]], str]) -> None:

@@ -6,12 +6,14 @@ import argparse
 from .options import (
     add_json_option,
     add_model_options,
+    add_precision_option,
     add_rho_option,
     at_least,
     input_files,
     model_from_args,
     print_reports,
     report_failures,
+    to_precision,
 )
 
 SUMMARY = "MACs of the cascade against the dense run"
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_rho_option(parser, many=True)
     add_json_option(parser, "one JSON object (a list for several --rho)")
     parser.add_argument("--layers", action="store_true", help="print every layer, not only the stages")
+    add_precision_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, _ = model_from_args(args, random_weights=": the dense run's MACs do not depend on them, the cascade's "
                                                    "depend on where their confidences fall")
+    model = to_precision(model, args, "both")
     failed = []
     if args.input:
         pictures = []

@@ -6,15 +6,21 @@ import json
 import time
 
 from .options import (
+    add_cuda_graphs_option,
     add_json_option,
     add_model_options,
     add_out_option,
+    add_precision_option,
     add_rho_option,
     add_run_options,
     at_least,
+    batch_size,
     model_from_args,
     report_failures,
+    say_cuda_graphs,
+    set_cuda_graphs,
     tiling_from_args,
+    to_precision,
 )
 
 SUMMARY = "segment image files or folders"
@@ -42,14 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "at least 512)")
     parser.add_argument("--stride", type=at_least(8), nargs=2, metavar=("H", "W"), default=None,
                         help="with --max-side 0: tile stride, multiples of 8 (default: 3/4 of the tile)")
-    parser.add_argument("--tile-batch", type=at_least(1), default=4, help="tiles per forward pass")
-    parser.add_argument("--batch-size", type=at_least(1), default=1,
-                        help="consecutive images of one size per forward pass (their MACs and time are shared out "
-                             "evenly in the table)")
+    parser.add_argument("--tile-batch", type=batch_size, default="auto",
+                        help="tiles per forward pass (default: auto, 4 on the CPU, on CUDA as --batch-size's rule)")
+    parser.add_argument("--batch-size", type=batch_size, default="auto",
+                        help="consecutive images of one size per forward pass, their MACs and time shared out evenly "
+                             "in the table (default: auto, 1 on the CPU, on CUDA about 4 megapixels per pass, at "
+                             "most 16 images)")
     parser.add_argument("--workers", type=at_least(1), default=2,
                         help="threads that read images ahead and write the pictures, off the model's thread")
     parser.add_argument("--dense", action="store_true",
                         help="run the same model dense (every stage on every pixel, rho = 1), for comparison")
+    add_precision_option(parser)
+    add_cuda_graphs_option(parser)
     add_json_option(parser)
     parser.add_argument("--no-warmup", action="store_true",
                         help="do not run the first image once untimed first (its time then includes one-time set-up)")
@@ -63,14 +73,18 @@ def run(args: argparse.Namespace) -> int:
 
     model, cfg = model_from_args(args)
     model.to(init_distributed(args.device).device)
+    execution = "dense" if args.dense else "sparse"
+    model = to_precision(model, args, execution)
+    set_cuda_graphs(model, args)
     _, palette = class_names_and_palette(cfg)
-    tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.tile_batch)
+    tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.tile_batch, next(model.parameters()).device)
     start = time.perf_counter()
     records = segment_files(model, args.inputs, args.out, palette, args.rho, args.max_side,
                             progress=not args.no_progress, warmup=not args.no_warmup, overwrite=args.overwrite,
                             tiling=tiling, batch_size=args.batch_size, workers=args.workers,
-                            execution="dense" if args.dense else "sparse")
+                            execution=execution)
     seconds = time.perf_counter() - start
+    say_cuda_graphs(model)
     print(json.dumps([r.to_json() for r in records]) if args.json else segment_table(records))
     done = sum(r.ok for r in records)
     if not args.json and done:

@@ -123,7 +123,8 @@ def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[Rho],
     rho is one threshold or a pair (:data:`~sparse_lc.cascade.Rho`). ``info``: this process's
     share of the images under torchrun (default: one process, every image)."""
     info = DistInfo() if info is None else info
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
     dense_macs = DenseMacs(model)
     rhos = list(dict.fromkeys(canonical_rho(rho) for rho in rhos))  # 0.9 and [0.9, 0.9] are one
     counts = {rho: EvalCounts(model.num_classes, model.temperatures) for rho in rhos}
@@ -131,7 +132,7 @@ def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[Rho],
     with eval_mode(model):
         for index in tqdm(indices, desc="eval", unit="img", disable=not (progress and info.is_main)):
             image, label = dataset[index]
-            image, label = image[None].to(device), label.to(device)
+            image, label = image[None].to(device, dtype), label.to(device)
             boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
             for rho in rhos:
                 result, macs = count_macs(model, image, rho=rho)

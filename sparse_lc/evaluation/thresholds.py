@@ -62,7 +62,8 @@ def explore_thresholds(model: LayerCascade, dataset: SegDataset, grid: Sequence[
     The numbers equal :func:`~sparse_lc.evaluation.evaluate` at each pair (a test checks it), at a
     fraction of the cost.
     """
-    device = next(model.parameters()).device
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
     dense_macs = DenseMacs(model)
     grid = sorted({rho_pair(r)[0] for r in grid})  # validated: each in [0, 1]
     pairs = [(r1, r2) for r1 in grid for r2 in grid]
@@ -70,7 +71,7 @@ def explore_thresholds(model: LayerCascade, dataset: SegDataset, grid: Sequence[
     with eval_mode(model):
         for index in tqdm(range(len(dataset)), desc="thresholds", unit="img", disable=not progress):
             image, label = dataset[index]
-            image, label = image[None].to(device), label.to(device)
+            image, label = image[None].to(device, dtype), label.to(device)
             boundary = torch.from_numpy(boundary_mask(label.cpu().numpy().astype(np.uint8))).to(device)
             dense = dense_macs(*label.shape)
             for pair, (result, macs) in _cascade_runs(model, image, grid):

@@ -2,7 +2,7 @@
 
 The same block runs on a plain dense map (stage 1, strides allowed), on a masked dense map (the
 dense reference of stages 2-3) and on spconv sparse rows (stages 2-3), because it only calls
-``x.conv / x.norm / x.relu / x.add``. Module and parameter names follow torchvision's ResNet, so
+``x.conv / x.norm / x.relu / x.conv_norm_relu / x.add``. Module and parameter names follow torchvision's ResNet, so
 its state_dicts load unchanged.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: Features) -> Features:
-        out = x.conv(self.conv1).norm(self.bn1).relu()
+        out = x.conv_norm_relu(self.conv1, self.bn1)
         out = out.conv(self.conv2).norm(self.bn2)
         identity = x if self.downsample is None else run_sequential(x, self.downsample)
         return out.add(identity).relu()
@@ -67,8 +67,8 @@ class Bottleneck(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: Features) -> Features:
-        out = x.conv(self.conv1).norm(self.bn1).relu()
-        out = out.conv(self.conv2).norm(self.bn2).relu()
+        out = x.conv_norm_relu(self.conv1, self.bn1)
+        out = out.conv_norm_relu(self.conv2, self.bn2)
         out = out.conv(self.conv3).norm(self.bn3)
         identity = x if self.downsample is None else run_sequential(x, self.downsample)
         return out.add(identity).relu()

@@ -25,7 +25,7 @@ class SegHead(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: Features) -> Features:
-        return x.conv(self.conv).norm(self.bn).relu().conv(self.classifier)
+        return x.conv_norm_relu(self.conv, self.bn).conv(self.classifier)
 
 
 class ASPPHead(nn.Module):

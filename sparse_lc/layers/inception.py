@@ -42,7 +42,7 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, eps=1e-3)
 
     def forward(self, x: Features) -> Features:
-        return x.conv(self.conv).norm(self.bn).relu()
+        return x.conv_norm_relu(self.conv, self.bn)
 
 
 class MaxPool(nn.Module):

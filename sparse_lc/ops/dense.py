@@ -63,6 +63,9 @@ class DenseFeatures:
             mac_counter.record(conv, "conv", positions * per_position, positions, positions)
         return self._masked(out)
 
+    def conv_norm_relu(self, conv: nn.Conv2d, norm: nn.Module) -> "DenseFeatures":
+        return self.conv(conv).norm(norm).relu()
+
     def pool(self, pool: nn.Module) -> "DenseFeatures":
         """A pooling module (stage 1 only: pooling would leak across an active set's border)."""
         if self.mask is not None:

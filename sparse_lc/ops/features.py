@@ -1,14 +1,16 @@
 """The feature-container interface that lets one block definition run on two representations.
 
 A block (see :mod:`sparse_lc.layers`) never touches a tensor directly. It calls
-``x.conv(module)``, ``x.norm(module)``, ``x.relu()``, ``x.add(other, alpha)``, ``x.cat(others)`` and
+``x.conv(module)``, ``x.norm(module)``, ``x.relu()`` (or the three at once,
+``x.conv_norm_relu(conv, norm)``), ``x.add(other, alpha)``, ``x.cat(others)`` and
 ``x.max_pool(k, dilation)`` on a container, and the container decides how to run that step:
 
 * :class:`~sparse_lc.ops.dense.DenseFeatures` holds a ``[B, C, H, W]`` map and, optionally, an
   active mask. Without a mask it is an ordinary dense network (stage 1). With a mask it is the
   *dense reference* of a submanifold network: every output is zeroed outside the active set.
-* :class:`~sparse_lc.ops.sparse.SparseFeatures` holds an spconv ``SparseConvTensor`` with one
-  ``[N, C]`` feature row per active pixel and runs ``SubMConv2d`` on it.
+* :class:`~sparse_lc.ops.sparse.SparseFeatures` holds one ``[N, C]`` feature row per active
+  pixel (on an :class:`~sparse_lc.ops.sparse.ActiveSet`) and runs spconv's submanifold
+  convolution on them.
 
 Both share the canonical weights of ordinary ``nn.Conv2d`` / ``nn.BatchNorm2d`` modules (torch
 layout ``[out, in, kh, kw]``), so a torchvision state_dict loads straight into the model.
@@ -31,6 +33,10 @@ class Features(Protocol):
     def norm(self, bn: nn.BatchNorm2d) -> "Features": ...
 
     def relu(self) -> "Features": ...
+
+    def conv_norm_relu(self, conv: nn.Conv2d, norm: nn.Module) -> "Features":
+        """``self.conv(conv).norm(norm).relu()``, which a container may run as one step (the
+        sparse path on CUDA: one spconv kernel when batch norm is folded into the conv)."""
 
     def add(self, other: "Features", alpha: float = 1.0) -> "Features":
         """``self + alpha * other`` (as ``torch.add``), both on the same active set."""

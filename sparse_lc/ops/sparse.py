@@ -1,22 +1,34 @@
-"""Sparse feature rows on an spconv ``SparseConvTensor``: the only module that imports spconv.
+"""Sparse feature rows of the active pixels, convolved by spconv: the only module that imports spconv.
 
-The hard pixels of a stage become one feature row each (``[N, C]``), with their coordinates in
-``indices`` (``[N, 3]`` int32: batch, y, x; batch in column 0, as spconv wants). A 3x3 (or any
-odd) conv runs as an spconv ``SubMConv2d``: outputs only at the active pixels, reading only
-active neighbours. All convs of one kernel size and dilation in a stage share one rulebook
-through spconv's ``indice_key`` (``"{stage}/k{kh}x{kw}d{dh}x{dw}"``), built by the first of them:
-all tensors on one active set share one rulebook dict, whatever branch of a block they are in.
-1x1 convs, batch norm, ReLU, (scaled) residual adds and channel concatenation act on the rows
-directly; the submanifold max pool gathers the rows of active neighbours in pure torch.
+The pixels a later stage computes form an :class:`ActiveSet`: their coordinates (``indices``,
+``[N, 3]`` int32: batch, y, x, in row-major order, as spconv wants) and what every op on them
+shares: one spconv rulebook per kernel size and dilation (built by the first conv that needs
+it, whatever branch of a block that conv is in) and one neighbour table per pool window.
+:class:`SparseFeatures` is one ``[N, C]`` feature row per active pixel, on an active set.
+
+A ``k x k`` conv (k > 1) calls spconv's functional level with the cached rulebook, no
+``SparseConvTensor`` and no spconv module in between:
+
+* on the CPU, spconv's Native algorithm (the only one that runs there); bias and ReLU are
+  applied here, in torch, after the conv;
+* on CUDA, the mask implicit GEMM; in inference (no gradient) the bias and a ReLU that follows
+  the conv (:meth:`SparseFeatures.conv_norm_relu` with batch norm folded) run in the kernel's
+  epilogue. spconv fuses a residual add only in int8, so adds stay torch adds.
+
+1x1 convs, norms, ReLU, adds, concatenation and pools act on the rows in torch. Only one op of
+a stage needs a value from the device on the host: the ``nonzero`` that finds the active pixels
+(:meth:`SparseFeatures.from_dense`, :meth:`SparseFeatures.restrict`).
 """
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import warnings
+from contextlib import nullcontext
 from functools import lru_cache
 from types import ModuleType
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -25,15 +37,31 @@ from torch import nn
 from ..utils.timing import section
 from . import mac_counter
 from .features import batch_norm_rows, check_max_pool, check_submanifold_conv
+from .mac_counter import MacSource, Window
 
 if TYPE_CHECKING:
-    import spconv.pytorch as spconv
     from spconv.core import ConvAlgo
 
 # spconv asks torch.fx whether it is tracing on every conv; torch logs a deprecation note for that.
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
-__all__ = ["SparseFeatures", "spconv_algo", "rulebook_key"]
+__all__ = ["ActiveSet", "SparseFeatures", "debug_checks", "pair_counts", "rulebook_key", "set_debug_checks",
+           "spconv_algo"]
+
+_DEBUG = {"checks": os.environ.get("SPARSE_LC_DEBUG", "") not in ("", "0")}
+
+
+def debug_checks() -> bool:
+    """Whether the checks that cost a host sync run (``SPARSE_LC_DEBUG=1``, or
+    :func:`set_debug_checks`): that a restricted set is a subset of its active set. Off by
+    default: the cascade builds its sets nested, so the check can only fail on misuse."""
+    return _DEBUG["checks"]
+
+
+def set_debug_checks(enabled: bool) -> bool:
+    """Turn the debug checks on or off; returns the previous setting."""
+    previous, _DEBUG["checks"] = _DEBUG["checks"], bool(enabled)
+    return previous
 
 
 @lru_cache(maxsize=None)
@@ -52,21 +80,21 @@ def spconv_algo(device: torch.device) -> ConvAlgo:
     return algo.Native if device.type == "cpu" else algo.MaskImplicitGemm
 
 
+Pair = Union[int, Tuple[int, int]]
+
+
+def _pair(value: Pair) -> Tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 def rulebook_key(prefix: str, kernel_size: Tuple[int, int], dilation: Tuple[int, int]) -> str:
-    """The spconv ``indice_key`` shared by all convs of one stage with this kernel and dilation."""
+    """The name of a stage's rulebook for one kernel size and dilation (``"stage2/k3x3d2x2"``)."""
     return f"{prefix}/k{kernel_size[0]}x{kernel_size[1]}d{dilation[0]}x{dilation[1]}"
 
 
-@lru_cache(maxsize=None)
-def _subm_executor(in_channels: int, out_channels: int, kernel_size: Tuple[int, int],
-                   dilation: Tuple[int, int], indice_key: str, algo: ConvAlgo) -> spconv.SubMConv2d:
-    """An spconv ``SubMConv2d`` used only for its machinery (rulebook build and reuse, algorithm
-    dispatch). Its own weight is deleted: the canonical weight of the ``nn.Conv2d`` is passed in."""
-    spconv = _import_spconv("spconv.pytorch")
-    layer = spconv.SubMConv2d(in_channels, out_channels, kernel_size, dilation=dilation,
-                              bias=False, indice_key=indice_key, algo=algo)
-    del layer.weight
-    return layer
+def _activation(relu: bool):
+    activation = _import_spconv("cumm.tensorview").gemm.Activation
+    return activation.ReLU if relu else activation.None_
 
 
 def _krsc_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -76,68 +104,285 @@ def _krsc_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     already laid out as KRSC, so this is a free view; any other layout costs one copy. Nothing is
     cached, so an update by any means (optimizer, ``.data``, ``load_state_dict``) is always seen.
     """
-    return weight.permute(0, 2, 3, 1).to(dtype).contiguous()
+    return _as(weight.permute(0, 2, 3, 1), dtype).contiguous()
 
 
-def _check_dtype(rows: torch.Tensor) -> None:
-    supported = (torch.float32, torch.float64) if rows.device.type == "cpu" else (torch.float32, torch.float16)
-    if rows.dtype not in supported:
-        raise ValueError(f"spconv on {rows.device.type} runs in {[str(d) for d in supported]}, "
-                         f"not {rows.dtype} (under autocast, leave the sparse stages in float32)")
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` in ``dtype``; itself, without dispatching an op, when it already is."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _spconv_dtype(rows: torch.Tensor) -> torch.dtype:
+    """The dtype spconv computes ``rows`` in: their own, or under autocast the autocast dtype
+    where spconv has kernels for it (float16 on CUDA), else float32. ValueError for a dtype
+    spconv has no kernels for (bfloat16, outside autocast)."""
+    device = rows.device.type
+    wanted = _autocast_dtype(device)
+    if wanted is not None:
+        return wanted if wanted == torch.float16 and device == "cuda" else torch.float32
+    if rows.dtype not in (torch.float32, torch.float64, torch.float16):
+        raise ValueError(f"spconv runs in float32, float64 or float16, not {rows.dtype} (it has no bfloat16 "
+                         f"kernels): run the sparse stages in float16 or float32")
+    return rows.dtype
+
+
+def _autocast_dtype(device: str) -> Optional[torch.dtype]:
+    """The dtype autocast computes in on this device type, or None outside autocast."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    if device == "cuda":
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+
+
+class NativeRulebook:
+    """A submanifold rulebook of spconv's Native algorithm (CPU): for each kernel offset, the
+    pairs (input row, output row) of active neighbours.
+
+    Native stores only half of the non-centre offsets (each symmetric pair serves both ways) and
+    leaves the centre out (a plain matmul over all rows); :meth:`pair_count` undoes both.
+    """
+
+    def __init__(self, active: "ActiveSet", kernel_size: Tuple[int, int], dilation: Tuple[int, int]):
+        ops = _import_spconv("spconv.pytorch.ops")
+        _, self.pairs, self.pair_num = ops.get_indice_pairs(
+            active.indices, active.batch_size, list(active.spatial_shape), spconv_algo(active.indices.device),
+            list(kernel_size), [1, 1], [0, 0], list(dilation), [0, 0], True, False)
+        self.num_rows = active.num_rows
+
+    def conv(self, rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+             relu: bool) -> torch.Tensor:
+        """``rows [N, C_in]``, KRSC ``weight`` -> ``[N, C_out]`` (bias and ReLU after, in torch)."""
+        functional = _import_spconv("spconv.pytorch.functional")
+        out = functional.indice_subm_conv(rows, weight, self.pairs, self.pair_num, self.num_rows,
+                                          spconv_algo(rows.device))
+        out = out if bias is None else out + bias
+        return torch.relu(out) if relu else out
+
+    def pair_count(self) -> torch.Tensor:
+        """(output, input) neighbour pairs, centre included: a 0-d tensor (read without a wait
+        only once the pass is over)."""
+        return 2 * self.pair_num.sum(dtype=torch.int64) + self.num_rows
+
+    def copy_(self, other: "NativeRulebook") -> None:
+        """Take ``other``'s tables (a rulebook of the same shapes), in place."""
+        self.pairs.copy_(other.pairs)
+        self.pair_num.copy_(other.pair_num)
+
+
+class GemmRulebook:
+    """A submanifold rulebook of spconv's mask implicit GEMM (CUDA): for every output row, the
+    input row at each kernel offset (-1: inactive), bit masks of the active offsets, and the
+    rows sorted by mask. Built with the backward tables when gradients are on."""
+
+    def __init__(self, active: "ActiveSet", kernel_size: Tuple[int, int], dilation: Tuple[int, int],
+                 train: bool):
+        ops = _import_spconv("spconv.pytorch.ops")
+        (_, _, self.pair_fwd, self.pair_bwd, self.mask_fwd, self.mask_bwd, self.argsort_fwd, self.argsort_bwd,
+         self.masks) = ops.get_indice_pairs_implicit_gemm(
+            active.indices, active.batch_size, list(active.spatial_shape), spconv_algo(active.indices.device),
+            list(kernel_size), [1, 1], [0, 0], list(dilation), [0, 0], True, False, train)
+        self.num_rows = active.num_rows
+        self.train = train
+
+    def conv(self, rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+             relu: bool) -> torch.Tensor:
+        """``rows [N, C_in]``, KRSC ``weight`` -> ``[N, C_out]``; without gradient, bias and
+        ReLU in the kernel's epilogue."""
+        if self.train and torch.is_grad_enabled() and (rows.requires_grad or weight.requires_grad):
+            functional = _import_spconv("spconv.pytorch.functional")
+            out = functional.implicit_gemm(rows, weight, self.pair_fwd, self.pair_bwd, self.mask_fwd, self.mask_bwd,
+                                           self.argsort_fwd, self.argsort_bwd, self.num_rows, self.masks, True, True)
+            out = out if bias is None else out + bias
+            return torch.relu(out) if relu else out
+        ops = _import_spconv("spconv.pytorch.ops")
+        out, _, _ = ops.implicit_gemm(rows, weight, self.pair_fwd, self.mask_fwd, self.argsort_fwd, self.num_rows,
+                                      self.masks, False, True, bias=bias, act_type=_activation(relu),
+                                      output_dtype=weight.dtype)
+        return out
+
+    def pair_count(self) -> torch.Tensor:
+        """(output, input) neighbour pairs, centre included: a 0-d tensor (read without a wait
+        only once the pass is over)."""
+        return (self.pair_fwd >= 0).sum(dtype=torch.int64)
+
+    def copy_(self, other: "GemmRulebook") -> None:
+        """Take ``other``'s tables (a rulebook of the same shapes), in place."""
+        self.pair_fwd.copy_(other.pair_fwd)
+        for mine, theirs in zip((*self.mask_fwd, *self.argsort_fwd), (*other.mask_fwd, *other.argsort_fwd)):
+            mine.copy_(theirs)
+
+
+class ActiveSet:
+    """The active pixels of a ``[B, C, h, w]`` feature grid, and what the ops on them share.
+
+    indices:       ``[N, 3]`` int32 (batch, y, x), row-major order (spconv's coordinates).
+    flat:          ``[N]`` int64, ``(b * h + y) * w + x``: each row's place in the flattened grid.
+    grid_batch:    B; spatial_shape: ``(h, w)``; prefix: the stage's name (``"stage2"``).
+    batch_size:    spconv's batch size: B, plus the extra images of a padded set.
+    num_pad:       rows of padding at the end (:meth:`padded`; 0 for a set of real pixels).
+
+    Rulebooks (:meth:`rulebook`) and neighbour tables (:meth:`neighbours`) are built once per
+    set, on first use, and kept as long as the set lives.
+    """
+
+    __slots__ = ("indices", "flat", "grid_batch", "batch_size", "spatial_shape", "prefix", "num_pad", "_rulebooks",
+                 "_neighbours")
+
+    def __init__(self, indices: torch.Tensor, flat: torch.Tensor, batch_size: int, spatial_shape: Tuple[int, int],
+                 prefix: str, num_pad: int = 0, spconv_batch: Optional[int] = None):
+        self.indices = indices
+        self.flat = flat
+        self.grid_batch = batch_size
+        self.batch_size = batch_size if spconv_batch is None else spconv_batch
+        self.spatial_shape = spatial_shape
+        self.prefix = prefix
+        self.num_pad = num_pad
+        self._rulebooks: Dict[Tuple, object] = {}
+        self._neighbours: Dict[Tuple, torch.Tensor] = {}
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor, prefix: str) -> "ActiveSet":
+        """The True pixels of ``mask [B, h, w]`` (one host sync: their number)."""
+        batch, height, width = mask.shape
+        where = mask.nonzero()  # [N, 3] int64, pixels in row-major order (the tensor itself is column-major)
+        b, y, x = where.unbind(1)
+        return cls(where.to(torch.int32).contiguous(), (b * height + y) * width + x, batch, (height, width), prefix)
+
+    @property
+    def num_rows(self) -> int:
+        return self.indices.shape[0]
+
+    @property
+    def positions(self) -> int:
+        """Pixels of the full grid, ``B * h * w`` (padding's place: this one, past the end)."""
+        return self.grid_batch * self.spatial_shape[0] * self.spatial_shape[1]
+
+    def padded(self, num_rows: int) -> "ActiveSet":
+        """This set with rows of padding appended up to ``num_rows``: pixels of extra images
+        (batch B, B + 1, ... in raster order), so no padding row is a neighbour of a real one and
+        every op computes the real rows exactly as without padding. Their ``flat`` is
+        :attr:`positions`: dropped when scattered (:meth:`SparseFeatures.to_dense`). spconv's
+        batch size depends on ``num_rows`` only (room for any amount of padding), so that sets
+        padded to one size have the same shapes everywhere. No host sync."""
+        pad = num_rows - self.num_rows
+        if pad < 0:
+            raise ValueError(f"cannot pad {self.num_rows} rows to {num_rows}")
+        height, width = self.spatial_shape
+        j = torch.arange(pad, device=self.indices.device)
+        extra = torch.stack([self.grid_batch + j // (height * width), j % (height * width) // width, j % width], 1)
+        indices = torch.cat([self.indices, extra.to(torch.int32)])
+        flat = torch.cat([self.flat, torch.full_like(j, self.positions)])
+        images = self.grid_batch + -(-num_rows // (height * width))  # room for any padding of num_rows rows
+        return ActiveSet(indices, flat, self.grid_batch, self.spatial_shape, self.prefix, self.num_pad + pad, images)
+
+    def same_pixels(self, other: "ActiveSet") -> bool:
+        """Whether ``other`` holds the same pixels in the same order (compares the indices)."""
+        return self.indices.shape == other.indices.shape and bool(torch.equal(self.indices, other.indices))
+
+    def subset(self, mask: torch.Tensor, prefix: str) -> Tuple["ActiveSet", torch.Tensor]:
+        """The pixels of this set that are True in ``mask [B, h, w]``, as a new set, and their
+        rows in this one (``[M]`` int64). One host sync (their number); with
+        :func:`debug_checks` a second, to check that ``mask`` has no pixel outside this set."""
+        flat_mask = mask.reshape(-1)
+        if self.num_pad:  # padding rows read one False past the end of the grid
+            flat_mask = torch.cat([flat_mask, flat_mask.new_zeros(1)])
+        keep = flat_mask.index_select(0, self.flat)  # [N] bool
+        rows = keep.nonzero().squeeze(1)
+        if debug_checks() and rows.shape[0] != int(mask.sum()):
+            raise ValueError("restrict: the mask has pixels outside this tensor's active set")
+        subset = ActiveSet(self.indices.index_select(0, rows), self.flat.index_select(0, rows), self.grid_batch,
+                           self.spatial_shape, prefix)
+        return subset, rows
+
+    def rulebook(self, kernel_size: Tuple[int, int], dilation: Tuple[int, int]):
+        """The rulebook of this kernel size and dilation (built on first use, with gradient
+        tables when gradients are on): :class:`NativeRulebook` on the CPU, :class:`GemmRulebook`
+        on CUDA."""
+        train = torch.is_grad_enabled()
+        key = (kernel_size, dilation, train and self.indices.is_cuda)
+        book = self._rulebooks.get(key)
+        if book is None:
+            if self.indices.is_cuda:
+                book = GemmRulebook(self, kernel_size, dilation, train)
+            else:
+                book = NativeRulebook(self, kernel_size, dilation)
+            self._rulebooks[key] = book
+        return book
+
+    def rulebooks(self) -> Dict[str, object]:
+        """The rulebooks built so far, by :func:`rulebook_key`."""
+        return {rulebook_key(self.prefix, kernel, dilation): book
+                for (kernel, dilation, _), book in self._rulebooks.items()}
+
+    def neighbours(self, kernel_size: Pair, dilation: Pair = 1) -> torch.Tensor:
+        """``[kh * kw, N]`` int64: the row of each row's neighbour at each offset of a
+        ``kh x kw`` window (odd sides) dilated by ``dilation``, in raster order (-1: inactive)."""
+        (kh, kw), (dh, dw) = _pair(kernel_size), _pair(dilation)
+        key = (kh, kw, dh, dw)
+        table = self._neighbours.get(key)
+        if table is None:
+            ph, pw = check_max_pool(kh, dh), check_max_pool(kw, dw)
+            height, width = self.spatial_shape
+            idx = self.indices.long()
+            lookup = idx.new_full((self.batch_size, height + 2 * ph, width + 2 * pw), -1)
+            lookup[idx[:, 0], idx[:, 1] + ph, idx[:, 2] + pw] = torch.arange(len(idx), device=idx.device)
+            table = torch.stack([lookup[idx[:, 0], idx[:, 1] + dy, idx[:, 2] + dx]
+                                 for dy in range(0, 2 * ph + 1, dh) for dx in range(0, 2 * pw + 1, dw)])
+            self._neighbours[key] = table
+        return table
+
+    def pair_count(self, kernel_size: Pair, dilation: Pair = 1) -> torch.Tensor:
+        """(row, active neighbour) pairs of a window, centre included, from the neighbour
+        table: what a submanifold conv of this window computes (a 0-d tensor, no host sync)."""
+        return (self.neighbours(kernel_size, dilation) >= 0).sum(dtype=torch.int64)
 
 
 class SparseFeatures:
-    """Feature rows ``[N, C]`` of the active pixels of a ``[B, C, H, W]`` map.
+    """Feature rows ``[N, C]`` of the active pixels of a ``[B, C, h, w]`` map, on an :class:`ActiveSet`."""
 
-    ``prefix`` names the stage; it scopes the rulebooks cached in the tensor's ``indice_dict``.
-    """
+    __slots__ = ("rows", "active")
 
-    def __init__(self, tensor: spconv.SparseConvTensor, prefix: str):
-        self.tensor = tensor
-        self.prefix = prefix
+    def __init__(self, rows: torch.Tensor, active: ActiveSet):
+        self.rows = rows
+        self.active = active
 
     # ----------------------------------------------------------------- construction / export
     @classmethod
     def from_dense(cls, dense: torch.Tensor, mask: torch.Tensor, prefix: str) -> "SparseFeatures":
-        """Gather the rows of ``dense [B, C, H, W]`` where ``mask [B, H, W]`` is True.
+        """Gather the rows of ``dense [B, C, h, w]`` where ``mask [B, h, w]`` is True, in
+        row-major (batch, y, x) order. One host sync. The result may have no row: no op may run
+        on it then (spconv cannot run on zero active sites; the cascade skips such stages)."""
+        active = ActiveSet.from_mask(mask, prefix)
+        channels = dense.shape[1]
+        rows = dense.permute(0, 2, 3, 1).reshape(-1, channels).index_select(0, active.flat)
+        return cls(rows, active)
 
-        Rows come in row-major (batch, y, x) order. ``mask`` must have at least one True pixel
-        (spconv cannot run on zero active sites; the cascade skips such stages).
-        """
-        batch, _, height, width = dense.shape
-        indices = mask.nonzero().to(torch.int32).contiguous()  # nonzero() is column-major: copy
-        rows = dense.permute(0, 2, 3, 1)[mask]  # [N, C]
-        spconv = _import_spconv("spconv.pytorch")
-        return cls(spconv.SparseConvTensor(rows.contiguous(), indices, [height, width], batch), prefix)
+    def padded(self, num_rows: int) -> "SparseFeatures":
+        """These rows with rows of zeros appended up to ``num_rows``, on :meth:`ActiveSet.padded`."""
+        pad = self.rows.new_zeros(num_rows - self.num_active, self.num_channels)
+        return SparseFeatures(torch.cat([self.rows, pad]), self.active.padded(num_rows))
 
     def restrict(self, mask: torch.Tensor, prefix: str) -> "SparseFeatures":
-        """The rows whose pixel is True in ``mask [B, H, W]``, as a new tensor for a new stage.
+        """The rows whose pixel is True in ``mask [B, h, w]``, on a new set for a new stage.
 
-        ``mask`` must be a subset of this tensor's active set (the next stage's pixels are a
-        subset of this stage's). Rulebooks are not carried over: the next stage builds its own.
+        ``mask`` must be a subset of this active set (the next stage's pixels are a subset of
+        this stage's; checked only with :func:`debug_checks`). Rulebooks are not carried over:
+        the next stage builds its own. One host sync.
         """
-        idx = self.tensor.indices.long()
-        keep = mask[idx[:, 0], idx[:, 1], idx[:, 2]]
-        if int(keep.sum()) != int(mask.sum()):
-            raise ValueError("restrict: the mask has pixels outside this tensor's active set")
-        t = self.tensor
-        spconv = _import_spconv("spconv.pytorch")
-        return SparseFeatures(spconv.SparseConvTensor(self.rows[keep], t.indices[keep].contiguous(),
-                                                      t.spatial_shape, t.batch_size), prefix)
+        subset, rows = self.active.subset(mask, prefix)
+        return SparseFeatures(self.rows.index_select(0, rows), subset)
 
     def to_dense(self) -> torch.Tensor:
-        """Scatter the rows into a ``[B, C, H, W]`` map that is zero outside the active set."""
-        t = self.tensor
-        idx = t.indices.long()
-        out = self.rows.new_zeros(t.batch_size, *t.spatial_shape, self.num_channels)
-        out = out.index_put((idx[:, 0], idx[:, 1], idx[:, 2]), self.rows)
-        return out.permute(0, 3, 1, 2)
+        """Scatter the rows into a ``[B, C, h, w]`` map (channels-last in memory) that is zero
+        outside the active set."""
+        active = self.active
+        spare = 1 if active.num_pad else 0  # padding rows land on one spare row past the grid
+        out = self.rows.new_zeros(active.positions + spare, self.num_channels)
+        out = out.index_put((active.flat,), self.rows)[:active.positions]
+        return out.view(active.grid_batch, *active.spatial_shape, self.num_channels).permute(0, 3, 1, 2)
 
     # ----------------------------------------------------------------------------- accessors
-    @property
-    def rows(self) -> torch.Tensor:
-        return self.tensor.features
-
     @property
     def num_channels(self) -> int:
         return self.rows.shape[1]
@@ -147,116 +392,107 @@ class SparseFeatures:
         return self.rows.shape[0]
 
     def rulebooks(self) -> Dict[str, object]:
-        """The rulebooks (spconv ``IndiceData``) built so far, by ``indice_key``."""
-        return dict(self.tensor.indice_dict)
+        """The rulebooks built so far on this active set, by :func:`rulebook_key`."""
+        return self.active.rulebooks()
 
-    def _record(self, module: nn.Module, kind: str, work: int) -> None:
+    def _record(self, module: nn.Module, kind: str, coefficient: int, window: Optional[Window] = None,
+                pairs: Optional[torch.Tensor] = None) -> None:
+        """Count ``coefficient`` MACs per active row, or per (row, neighbour) pair of ``window``
+        (``pairs``: their number, from the conv's rulebook)."""
         if mac_counter.counting():
-            height, width = self.tensor.spatial_shape
-            mac_counter.record(module, kind, work, self.num_active, self.tensor.batch_size * height * width)
+            count = self.num_active if window is None else pairs
+            mac_counter.record(module, kind, coefficient * count, self.num_active, self.active.positions,
+                               MacSource(module, coefficient, window))
 
-    def _with_rows(self, rows: torch.Tensor) -> "SparseFeatures":
-        return SparseFeatures(self.tensor.replace_feature(rows), self.prefix)
+    def _same_set(self, op: str, others: Sequence["SparseFeatures"]) -> None:
+        """Features derived from one another share their set object: an identity test, no
+        tensor compared. Sets gathered separately are compared by value (a host sync)."""
+        for other in others:
+            if other.active is not self.active and not self.active.same_pixels(other.active):
+                raise ValueError(f"{op}: the sparse tensors have different active sets")
 
     # --------------------------------------------------------------------------- block ops
     def conv(self, conv: nn.Conv2d) -> "SparseFeatures":
+        return self._conv(conv, relu=False)
+
+    def conv_norm_relu(self, conv: nn.Conv2d, norm: nn.Module) -> "SparseFeatures":
+        """``conv -> norm -> ReLU``; with batch norm folded into the conv (``norm`` is
+        ``nn.Identity``) one step, which on CUDA in inference is one spconv kernel."""
+        if isinstance(norm, nn.Identity):
+            return self._conv(conv, relu=True)
+        return self._conv(conv, relu=False).norm(norm).relu()
+
+    def _conv(self, conv: nn.Conv2d, relu: bool) -> "SparseFeatures":
         check_submanifold_conv(conv)
         if conv.kernel_size == (1, 1):
-            self._record(conv, "conv", self.num_active * conv.in_channels * conv.out_channels)
-            weight = conv.weight[:, :, 0, 0].to(self.rows.dtype)
-            bias = None if conv.bias is None else conv.bias.to(self.rows.dtype)
-            return self._with_rows(F.linear(self.rows, weight, bias))
-        _check_dtype(self.rows)
-        algo = spconv_algo(self.rows.device)
-        key = rulebook_key(self.prefix, conv.kernel_size, conv.dilation)
-        executor = _subm_executor(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                  conv.dilation, key, algo)
-        # spconv cannot add a bias on the CPU: the bias is added here, on the rows.
-        weight = _krsc_weight(conv.weight, self.rows.dtype)
-        with section("spconv"):  # benchmarks split a stage's time into spconv's and ours
-            out = executor._conv_forward(torch.is_grad_enabled(), self.tensor, weight, None)
-        # spconv gives its output a copy of the rulebook dict; keep the one dict of this active
-        # set instead, so that a rulebook built in one branch of a block serves all the others
-        self.tensor.indice_dict[key] = out.indice_dict[key]
-        out.indice_dict = self.tensor.indice_dict
-        result = SparseFeatures(out, self.prefix)
+            self._record(conv, "conv", conv.in_channels * conv.out_channels)
+            weight = _as(conv.weight[:, :, 0, 0], self.rows.dtype)
+            bias = None if conv.bias is None else _as(conv.bias, self.rows.dtype)
+            out = F.linear(self.rows, weight, bias)
+            return SparseFeatures(torch.relu(out) if relu else out, self.active)
+        device = self.rows.device.type
+        dtype = _spconv_dtype(self.rows)
+        rows = _as(self.rows, dtype)
+        weight = _krsc_weight(conv.weight, dtype)
+        bias = None if conv.bias is None else _as(conv.bias, dtype)
+        # under autocast, spconv's own matmuls (the CPU's torch.mm) would change dtype under it
+        outside_autocast = torch.autocast(device, enabled=False) if _autocast_dtype(device) else nullcontext()
+        with section("spconv"), outside_autocast:  # benchmarks split a stage's time into spconv's and ours
+            rulebook = self.active.rulebook(conv.kernel_size, conv.dilation)
+            out = rulebook.conv(rows if rows.is_contiguous() else rows.contiguous(), weight, bias, relu)
         if mac_counter.counting():
-            self._record(conv, "conv", _pairs(out.indice_dict[key]) * conv.in_channels * conv.out_channels)
-        return result if conv.bias is None else result._with_rows(result.rows + conv.bias.to(result.rows.dtype))
+            self._record(conv, "conv", conv.in_channels * conv.out_channels, (conv.kernel_size, conv.dilation),
+                         rulebook.pair_count())
+        return SparseFeatures(out, self.active)
 
     def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "SparseFeatures":
         if isinstance(bn, nn.Identity):  # folded into the conv before it (see layers.fuse)
             return self
-        self._record(bn, "norm", self.num_active * self.num_channels)
-        return self._with_rows(batch_norm_rows(bn, self.rows))
+        self._record(bn, "norm", self.num_channels)
+        return SparseFeatures(batch_norm_rows(bn, self.rows), self.active)
 
     def relu(self) -> "SparseFeatures":
-        return self._with_rows(torch.relu(self.rows))
+        return SparseFeatures(torch.relu(self.rows), self.active)
 
     def add(self, other: "SparseFeatures", alpha: float = 1.0) -> "SparseFeatures":
-        self._check_same_active_set("add", [other])
-        return self._with_rows(torch.add(self.rows, other.rows, alpha=alpha))
+        self._same_set("add", [other])
+        return SparseFeatures(torch.add(self.rows, other.rows, alpha=alpha), self.active)
 
     def cat(self, others: Sequence["SparseFeatures"]) -> "SparseFeatures":
-        self._check_same_active_set("cat", others)
-        return self._with_rows(torch.cat([self.rows, *(o.rows for o in others)], dim=1))
+        self._same_set("cat", others)
+        return SparseFeatures(torch.cat([self.rows, *(o.rows for o in others)], dim=1), self.active)
 
     def max_pool(self, kernel_size: int, dilation: int = 1) -> "SparseFeatures":
         """Max over the active pixels of each window (see :class:`~sparse_lc.ops.Features`).
 
-        The window's neighbours are looked up in a ``[B, H + 2p, W + 2p]`` map of row numbers
-        (-1: inactive), in raster order. Without gradient, an inactive neighbour is read as the
-        centre (always active, so the maximum is unchanged) and the maximum is taken offset by
-        offset, in place: no ``[N, k * k, C]`` buffer. With gradient, the winning row of each
-        channel is chosen without gradient, scanning in raster order with a strict ``>``
-        (``F.max_pool2d``'s tie rule; an inactive neighbour reads a row of -inf), then gathered
-        with gradient, so gradients equal the dense path's.
+        Each row's neighbours come from the set's neighbour table (raster order, -1: inactive).
+        Without gradient, an inactive neighbour is read as the centre (always active, so the
+        maximum is unchanged) and the maximum is taken offset by offset, in place: no
+        ``[N, k * k, C]`` buffer. With gradient, the winning row of each channel is chosen
+        without gradient, scanning in raster order with a strict ``>`` (``F.max_pool2d``'s tie
+        rule; an inactive neighbour reads a row of -inf), then gathered with gradient, so
+        gradients equal the dense path's.
         """
-        padding = check_max_pool(kernel_size, dilation)
-        t, rows = self.tensor, self.rows
-        idx = t.indices.long()
-        height, width = t.spatial_shape
-        lookup = idx.new_full((t.batch_size, height + 2 * padding, width + 2 * padding), -1)
-        lookup[idx[:, 0], idx[:, 1] + padding, idx[:, 2] + padding] = torch.arange(len(idx), device=idx.device)
-        offsets = [(dy, dx) for dy in range(0, 2 * padding + 1, dilation) for dx in range(0, 2 * padding + 1, dilation)]
-        neighbours = [lookup[idx[:, 0], idx[:, 1] + dy, idx[:, 2] + dx] for dy, dx in offsets]  # k * k of [N]
+        rows = self.rows
+        neighbours = self.active.neighbours(kernel_size, dilation)  # [k * k, N]
         if not (torch.is_grad_enabled() and rows.requires_grad):
-            centre = torch.arange(len(idx), device=idx.device)
+            centre = torch.arange(rows.shape[0], device=rows.device)
             best = None
             for neighbour in neighbours:
                 values = rows.index_select(0, torch.where(neighbour >= 0, neighbour, centre))
                 best = values if best is None else torch.maximum(best, values, out=best)
-            return self._with_rows(best)
+            return SparseFeatures(best, self.active)
         with torch.no_grad():
             padded = torch.cat([rows, rows.new_full((1, rows.shape[1]), float("-inf"))])  # -1 reads the last row
-            best, winner = padded.new_full(rows.shape, float("-inf")), idx.new_zeros(rows.shape)
+            best, winner = padded.new_full(rows.shape, float("-inf")), neighbours.new_zeros(rows.shape)
             for neighbour in neighbours:
                 values = padded.index_select(0, neighbour.remainder(len(padded)))  # [N, C]
                 better = values > best
                 best = torch.where(better, values, best)
                 winner = torch.where(better, neighbour[:, None], winner)
-        return self._with_rows(rows.gather(0, winner))
-
-    def _check_same_active_set(self, op: str, others: Sequence["SparseFeatures"]) -> None:
-        t = self.tensor
-        for other in others:
-            if other.tensor.indices is not t.indices and not torch.equal(other.tensor.indices, t.indices):
-                raise ValueError(f"{op}: the sparse tensors have different active sets")
-
-
-def _pairs(rulebook) -> int:
-    """(output, input) neighbour pairs of a submanifold rulebook, centre included.
-
-    A Native rulebook (CPU) stores only half of the non-centre offsets (each symmetric pair
-    serves both ways) and leaves the centre out (a plain matmul over all rows); this undoes
-    both. An implicit-GEMM rulebook (CUDA) lists every offset of every output, -1 where the
-    neighbour is inactive.
-    """
-    if hasattr(rulebook, "indice_pair_num"):
-        return 2 * int(rulebook.indice_pair_num.sum()) + int(rulebook.indices.shape[0])
-    return int((rulebook.pair_fwd >= 0).sum())
+        return SparseFeatures(rows.gather(0, winner), self.active)
 
 
 def pair_counts(features: SparseFeatures) -> List[Tuple[str, int]]:
-    """``(indice_key, pairs)`` for each rulebook built so far on ``features``."""
-    return [(key, _pairs(data)) for key, data in features.rulebooks().items()]
+    """``(rulebook name, pairs)`` for each rulebook built so far on ``features``' active set."""
+    return [(key, int(book.pair_count())) for key, book in features.rulebooks().items()]

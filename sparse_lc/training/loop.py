@@ -46,6 +46,8 @@ from .workdir import (
     work_dir_lock,
 )
 
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # train.amp
+
 
 def _wrap(model: LayerCascade, info: DistInfo) -> torch.nn.Module:
     """DDP across processes. ``find_unused_parameters``: a process whose batch has no hard pixel
@@ -110,8 +112,9 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
             load_model_weights(model, t["load_from"])
         optimizer = build_optimizer(model, t)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(phases, cfg))
-        start = restore(os.path.join(work_dir, LATEST), state, model, optimizer, scheduler) if state else 0
-        run = _Run(cfg, info, model, optimizer, scheduler, phases, progress,
+        scaler = torch.amp.GradScaler(info.device.type, enabled=t["amp"] == "fp16")
+        start = restore(os.path.join(work_dir, LATEST), state, model, optimizer, scheduler, scaler) if state else 0
+        run = _Run(cfg, info, model, optimizer, scheduler, scaler, phases, progress,
                    saved=start if state is not None else None)
         del state  # the weights now live in the model; do not keep a second copy for the whole run
         if info.is_main:
@@ -127,9 +130,10 @@ def train(cfg: Dict[str, Any], resume: bool = False, device: str = "auto", progr
 class _Run:
     """One training run's moving parts: the loop over iterations, and what ends the run."""
 
-    def __init__(self, cfg, info: DistInfo, model: LayerCascade, optimizer, scheduler, phases: List[Phase],
+    def __init__(self, cfg, info: DistInfo, model: LayerCascade, optimizer, scheduler, scaler, phases: List[Phase],
                  progress: bool, saved: Optional[int]):
         self.cfg, self.info, self.model, self.optimizer, self.scheduler = cfg, info, model, optimizer, scheduler
+        self.scaler = scaler  # the gradient scaler of train.amp = fp16 (disabled otherwise)
         self.phases, self.progress = phases, progress
         self.saved = saved  # iteration of the last checkpoint written (None: none yet)
         work_dir = cfg["work_dir"]
@@ -154,9 +158,9 @@ class _Run:
                         set_trainable(model, phase, t["freeze_bn"])
                         net = _wrap(model, info)
                     saved = self.latest if self.saved is not None else None
-                    step = _step(net, self.optimizer, self.scheduler, images.to(info.device),
+                    step = _step(net, self.optimizer, self.scheduler, self.scaler, images.to(info.device),
                                  labels.to(info.device), phase, _execution(t["execution"], phase.rho), info,
-                                 iteration + 1, saved)
+                                 iteration + 1, saved, AMP_DTYPES.get(t["amp"]))
                     window.append(step)
                     done = iteration + 1
                     bar.update(1)
@@ -185,7 +189,7 @@ class _Run:
         """Write latest.pth for ``done`` iterations (process 0 writes; every process records it)."""
         if self.info.is_main:
             save_checkpoint(self.latest, checkpoint_state(self.model, self.optimizer, self.scheduler, done,
-                                                          self.cfg))
+                                                          self.cfg, self.scaler))
         self.saved = done
 
     def finish(self, val_dataset, log: JsonlLog, evaluates: bool) -> TrainSummary:
@@ -210,19 +214,26 @@ class _Run:
         return TrainSummary(self.model, work_dir, t["iters"], self.final, evaluation, completed=missing)
 
 
-def _step(net, optimizer, scheduler, images, labels, phase: Phase, execution: str, info: DistInfo,
-          iteration: int, saved: Optional[str]) -> Tuple[float, torch.Tensor, Tuple[float, float, float], float]:
-    """One optimisation step; returns (loss, per-stage losses, stage shares, seconds)."""
+def _step(net, optimizer, scheduler, scaler, images, labels, phase: Phase, execution: str, info: DistInfo,
+          iteration: int, saved: Optional[str], amp: Optional[torch.dtype] = None
+          ) -> Tuple[float, torch.Tensor, Tuple[float, float, float], float]:
+    """One optimisation step; returns (loss, per-stage losses, stage shares, seconds). ``amp``:
+    the forward pass and the loss under autocast in this dtype; with float16 the gradient
+    scaler skips a step whose gradients overflowed (and lowers its scale) instead of stopping."""
     tic = time.perf_counter()
-    result = net(images, rho=phase.rho, execution=execution, labels=False)  # the loss reads the grid only
-    loss, stage_losses = cascade_loss(result, labels, phase.loss_weights)
+    with torch.autocast(images.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        result = net(images, rho=phase.rho, execution=execution, labels=False)  # the loss reads the grid only
+        loss, stage_losses = cascade_loss(result, labels, phase.loss_weights)
     _check_finite(loss.detach(), f"the loss ({float(loss.detach()):.4g})", iteration, info, saved)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # the gradient norm of the real gradients
     trainable = [p for p in optimizer.param_groups[0]["params"] if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, float("inf")) if trainable else loss.new_zeros(())
-    _check_finite(grad_norm, "the gradient norm", iteration, info, saved)
-    optimizer.step()
+    if not scaler.is_enabled():
+        _check_finite(grad_norm, "the gradient norm", iteration, info, saved)
+    scaler.step(optimizer)
+    scaler.update()
     scheduler.step()
     return float(loss.detach()), stage_losses, result.stage_shares, time.perf_counter() - tic
 

@@ -162,21 +162,27 @@ class JsonlLog:
                 f.write(json.dumps(record) + "\n")
 
 
-def checkpoint_state(model, optimizer, scheduler, iteration: int, cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Everything a resumed run needs: weights, optimizer and scheduler state, RNG, config."""
+def checkpoint_state(model, optimizer, scheduler, iteration: int, cfg: Dict[str, Any], scaler=None) -> Dict[str, Any]:
+    """Everything a resumed run needs: weights, optimizer and scheduler state, the gradient
+    scaler's (mixed precision in float16), RNG, config."""
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng, "config": cfg}
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng, "config": cfg}
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    return state
 
 
-def restore(path: str, state: Dict[str, Any], model, optimizer, scheduler) -> int:
+def restore(path: str, state: Dict[str, Any], model, optimizer, scheduler, scaler=None) -> int:
     """Load a :func:`checkpoint_state` (read from ``path``) into the run; returns its iteration."""
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
