@@ -77,7 +77,8 @@ def main(argv=None) -> int:
         with open(os.path.join(args.out, f"row{number}.json"), "w", encoding="utf-8") as f:
             json.dump(report, f)
         lines.append(f"| {label} | {1e3 * report['dense_s']:.2f} | {1e3 * report['sparse_s']:.2f} | "
-                     f"{report['speedup']:.2f}x | {report['ideal_speedup']:.2f}x | {report['images_per_s_sparse']:.1f} |")
+                     f"{report['speedup']:.2f}x | {report['ideal_speedup']:.2f}x | "
+                     f"{report['images_per_s_sparse']:.1f} |")
         print(lines[-1], flush=True)
     plan = QUICK if args.quick else FULL
     mosaic = os.path.join(os.path.abspath(args.out), "mosaic.png")

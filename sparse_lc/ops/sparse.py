@@ -120,9 +120,11 @@ def _spconv_dtype(rows: torch.Tensor) -> torch.dtype:
     wanted = _autocast_dtype(device)
     if wanted is not None:
         return wanted if wanted == torch.float16 and device == "cuda" else torch.float32
-    if rows.dtype not in (torch.float32, torch.float64, torch.float16):
-        raise ValueError(f"spconv runs in float32, float64 or float16, not {rows.dtype} (it has no bfloat16 "
-                         f"kernels): run the sparse stages in float16 or float32")
+    supported = (torch.float32, torch.float16) + ((torch.float64,) if device == "cpu" else ())
+    if rows.dtype not in supported:
+        raise ValueError(f"spconv on {device} runs in {', '.join(str(d)[6:] for d in supported)}, not "
+                         f"{str(rows.dtype)[6:]} (it has no bfloat16 kernels; float64 on the CPU only): run the "
+                         f"sparse stages in float16 or float32")
     return rows.dtype
 
 
@@ -332,6 +334,17 @@ class ActiveSet:
             self._neighbours[key] = table
         return table
 
+    def neighbours_or_self(self, kernel_size: Pair, dilation: Pair = 1) -> torch.Tensor:
+        """:meth:`neighbours` with each inactive neighbour replaced by the row itself (cached):
+        what a maximum over the window reads without changing its value."""
+        key = ("self", *_pair(kernel_size), *_pair(dilation))
+        table = self._neighbours.get(key)
+        if table is None:
+            table = self.neighbours(kernel_size, dilation)
+            table = torch.where(table >= 0, table, torch.arange(table.shape[1], device=table.device))
+            self._neighbours[key] = table
+        return table
+
     def pair_count(self, kernel_size: Pair, dilation: Pair = 1) -> torch.Tensor:
         """(row, active neighbour) pairs of a window, centre included, from the neighbour
         table: what a submanifold conv of this window computes (a 0-d tensor, no host sync)."""
@@ -379,7 +392,7 @@ class SparseFeatures:
         active = self.active
         spare = 1 if active.num_pad else 0  # padding rows land on one spare row past the grid
         out = self.rows.new_zeros(active.positions + spare, self.num_channels)
-        out = out.index_put((active.flat,), self.rows)[:active.positions]
+        out = out.index_put_((active.flat,), self.rows)[:active.positions]  # in place: a fresh map (autograd-safe)
         return out.view(active.grid_batch, *active.spatial_shape, self.num_channels).permute(0, 3, 1, 2)
 
     # ----------------------------------------------------------------------------- accessors
@@ -474,14 +487,13 @@ class SparseFeatures:
         gradients equal the dense path's.
         """
         rows = self.rows
-        neighbours = self.active.neighbours(kernel_size, dilation)  # [k * k, N]
         if not (torch.is_grad_enabled() and rows.requires_grad):
-            centre = torch.arange(rows.shape[0], device=rows.device)
             best = None
-            for neighbour in neighbours:
-                values = rows.index_select(0, torch.where(neighbour >= 0, neighbour, centre))
+            for neighbour in self.active.neighbours_or_self(kernel_size, dilation):  # [N] per offset
+                values = rows.index_select(0, neighbour)
                 best = values if best is None else torch.maximum(best, values, out=best)
             return SparseFeatures(best, self.active)
+        neighbours = self.active.neighbours(kernel_size, dilation)  # [k * k, N]
         with torch.no_grad():
             padded = torch.cat([rows, rows.new_full((1, rows.shape[1]), float("-inf"))])  # -1 reads the last row
             best, winner = padded.new_full(rows.shape, float("-inf")), neighbours.new_zeros(rows.shape)
