@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -119,20 +119,24 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
     stage_map = torch.zeros(grid, dtype=torch.uint8, device=param.device)
     decided_by = torch.zeros(3, dtype=torch.float64, device=param.device)
     counters = []
+    weights: Dict[Tuple[bool, ...], torch.Tensor] = {}  # a tile's cell weights depend on which edges it cuts
     start = time.perf_counter()
     with eval_mode(model):
         for first in tqdm(range(0, len(origins), batch), desc="tiles", unit="batch", disable=not progress):
             chunk = origins[first:first + batch]
             tiles = torch.stack([_tile(image, y, x, tile_h, tile_w, model, channel_order) for y, x in chunk])
             forced = {} if hard_shares is None else {"hard_masks": tuple(
-                m.to(param.device) for m in nested_masks((len(chunk), tile_h // STRIDE, tile_w // STRIDE), hard_shares,
-                                                         seed=first))}
-            result, counter = count_macs(model, tiles.to(param.device, param.dtype), rho=rho, execution=execution,
-                                         labels=False, **forced)
+                to_device(m, param.device) for m in nested_masks((len(chunk), tile_h // STRIDE, tile_w // STRIDE),
+                                                                 hard_shares, seed=first))}
+            result, counter = count_macs(model, to_device(tiles, param.device).to(param.dtype), rho=rho,
+                                         execution=execution, labels=False, **forced)
             counters.append(counter)  # read at the end: a count read now would wait for the device
             for i, (y, x) in enumerate(chunk):
                 cells = (slice(y // STRIDE, (y + tile_h) // STRIDE), slice(x // STRIDE, (x + tile_w) // STRIDE))
-                weight = _weights(y, x, tile_h, tile_w, grid).to(total.device, total.dtype)
+                edges = _cut_edges(y, x, tile_h, tile_w, grid)
+                if edges not in weights:
+                    weights[edges] = _weights(y, x, tile_h, tile_w, grid).to(total.device, total.dtype)
+                weight = weights[edges]
                 total[:, cells[0], cells[1]] += result.decided[i].to(total.dtype) * weight
                 count[cells] += weight
                 stage_map[cells] = torch.maximum(stage_map[cells], result.stage_map[i])
@@ -145,6 +149,20 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
     shares = tuple((decided_by / decided_by.sum()).tolist())
     return TiledResult(labels, grid_logits.cpu(), stage_map.cpu().numpy(), shares, len(origins), seconds, macs,
                        dense)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``; to CUDA through pinned memory without blocking, so the host
+    goes on preparing the next tiles (a copy from ordinary memory waits for the device)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _cut_edges(y: int, x: int, tile_h: int, tile_w: int, grid: Tuple[int, int]) -> Tuple[bool, bool, bool, bool]:
+    """Which of a tile's edges (top, bottom, left, right) lie inside the image: all that its
+    cell weights (:func:`_weights`) depend on."""
+    return y > 0, y // STRIDE + tile_h // STRIDE < grid[0], x > 0, x // STRIDE + tile_w // STRIDE < grid[1]
 
 
 def _weights(y: int, x: int, tile_h: int, tile_w: int, grid: Tuple[int, int]) -> torch.Tensor:
