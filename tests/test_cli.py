@@ -16,8 +16,6 @@ import sparse_lc
 from sparse_lc.cli import build_parser, main
 from sparse_lc.data import read_label
 
-REPO = os.path.join(os.path.dirname(__file__), "..")
-
 
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -123,15 +121,6 @@ def test_bad_config_is_one_line_error(capsys, tmp_path):
     assert err.count("\n") == 0 and "nope.yaml: cannot read config" in err
     assert main(["profile", "--size", "32", "32", "--config", os.devnull, "--set", "model.backbone=resnet81"]) == 2
     assert "unknown backbone 'resnet81'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("tool, args", [("segment.py", ["--help"]), ("profile.py", ["--size", "32", "48", "--json"]),
-                                        ("demo.py", ["--help"]), ("train.py", ["--help"])])
-def test_tools_scripts_and_console_script(tool, args):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), *args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    if "--json" in args:
-        assert set(json.loads(proc.stdout)) >= {"dense_macs", "sparse_macs", "ratio", "stages", "layers"}
 
 
 def test_segment_goes_on_after_a_failed_write(tmp_path, capsys, monkeypatch):

@@ -35,7 +35,7 @@ SETUP_TESTS = ('python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 
                "&& .venv/bin/python -m pytest -q")
 
 # tools/ script -> the subcommand it runs
-TOOLS = {"train.py": "train", "test.py": "eval", "segment.py": "segment", "profile.py": "profile",
+TOOLS = {"train.py": "train", "test.py": "eval", "segment.py": "segment", "profile_macs.py": "profile",
          "demo.py": "demo"}
 # Commands in bash blocks that cannot be parsed as written, each with the reason. Keep it short.
 PLACEHOLDER_SKIPS: Dict[str, str] = {}

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import torch
@@ -17,8 +15,6 @@ from sparse_lc.data import EvalTransform, SyntheticShapes
 from sparse_lc.evaluation import boundary_mask, confusion_matrix, evaluate, metrics_from_confusion
 
 from conftest import make_cascade, random_images
-
-REPO = os.path.join(os.path.dirname(__file__), "..")
 
 
 def test_metrics_from_a_known_confusion_matrix():
@@ -101,11 +97,3 @@ def test_eval_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["eval", os.devnull, str(ckpt), *sets, *other, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "final.pth: does not match the model" in err
-
-
-def test_tools_scripts_wrap_the_cli(tmp_path):
-    sets, ckpt = _eval_setup(tmp_path)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "test.py"), os.devnull, str(ckpt),
-                           "--no-progress", "--rho", "1.0", *sets], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "mIoU" in proc.stdout

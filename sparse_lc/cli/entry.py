@@ -77,6 +77,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _report(args.command, e)
 
 
+def script_main(command: str, script: str, argv: Optional[List[str]] = None) -> int:
+    """``python tools/NAME.py ARGS`` (or ``torchrun ... tools/NAME.py ARGS``) == ``sparse-lc COMMAND ARGS``
+    (``argv`` default: the process's), run after :func:`drop_script_folder`."""
+    drop_script_folder(script)
+    return main([command, *(sys.argv[1:] if argv is None else argv)])
+
+
+def drop_script_folder(script: str) -> None:
+    """Take the folder of ``script`` off ``sys.path``.
+
+    Python puts the folder of the script it runs first on ``sys.path``, so any file there
+    could shadow a module of the standard library or of a dependency (``tools/profile.py``
+    once hid the ``profile`` module that ``torch.optim`` imports through ``cProfile``, and
+    ``python tools/train.py`` failed). Nothing imported after this comes from that folder,
+    whatever its files are named (``tests/test_tools.py`` also refuses such names)."""
+    folder = os.path.dirname(os.path.abspath(script))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != folder]
+
+
 def _report(command: str, error: Exception) -> int:
     """Print ``error`` as one line (on the main process only for a coordinated stop) and return its code."""
     code = getattr(error, "exit_code", 2 if isinstance(error, (ValueError, OSError)) else 3)
