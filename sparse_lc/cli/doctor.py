@@ -13,9 +13,10 @@ from importlib import metadata
 from typing import List, Optional, Tuple
 
 SUMMARY = "check the install: versions, devices, spconv, sparse == dense, speed"
-DESCRIPTION = ("The command to run when an install misbehaves (spconv builds are per CUDA version; a mismatch is "
-               "spconv's most common problem). Prints the versions of Python, torch, spconv and cumm, whether CUDA "
-               "is available, the spconv algorithm chosen per device, then on each device a sparse-vs-dense check "
+DESCRIPTION = ("The command to run when an install misbehaves (spconv builds are per CUDA version). Prints the "
+               "versions of Python and torch and of every installed spconv, cumm and OpenCV build, whether CUDA is "
+               "available, the driver's CUDA version (a warning only where the spconv build needs a newer one), the "
+               "spconv algorithm chosen per device, then on each device a sparse-vs-dense check "
                "of the bundled model (max logit difference) and a one-second speed check, and a verdict. The exit "
                "code is 1 if a check fails.")
 
