@@ -64,3 +64,18 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     config = write_tiny_config(str(folder / "tiny.yaml"))
     summary = train(load_config(config, [f"work_dir={folder / 'work'}"]), device="cpu", progress=False)
     return TinyRun(config, summary.final_checkpoint)
+
+
+def assert_columns_align(table: str, headers) -> None:
+    """Every right-aligned cell of ``table``'s rows (after the header line, the one holding ``headers[0]``)
+    ends where its header ends: each header's right edge is the end of a word in every row that
+    has anything in that column."""
+    lines = table.splitlines()
+    top = next(i for i, line in enumerate(lines) if headers[0] in line)
+    edges = [lines[top].index(h) + len(h) for h in headers]
+    for row in lines[top + 1:]:
+        for header, edge in zip(headers, edges):
+            if edge <= len(row) and row[edge - 1] != " ":
+                assert edge == len(row) or row[edge] == " ", f"{row!r}: {header!r} ends at {edge}, a cell runs on"
+            else:
+                assert not row[edge - len(header):edge].strip(), f"{row!r}: nothing ends under {header!r}"

@@ -42,6 +42,28 @@ def test_every_option_says_its_default_once_and_truthfully():
                 assert "default:" in text, (name, action.dest, text)
 
 
+# the least each command needs before it reads its options (positionals, a required choice)
+REQUIRED = {"segment": ["a.png"], "profile": ["--size", "8", "8"], "train": ["c.yaml"], "eval": ["c.yaml", "m.pth"],
+            "calibrate": ["c.yaml", "m.pth"], "check-data": ["c.yaml"]}
+
+
+@pytest.mark.parametrize("command", ["demo", "segment", "profile", "bench", "train", "eval", "calibrate", "check-data",
+                                     "list", "doctor"])
+def test_an_unknown_option_is_reported_by_its_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *REQUIRED.get(command, []), "--bogus=1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"sparse-lc {command}: error: unrecognized arguments: --bogus=1 "
+                                       f"(see sparse-lc {command} --help)\n")
+
+
+def test_check_data_takes_the_shared_no_progress_option(tmp_path, capsys):
+    assert main(["check-data", os.devnull, "--set", "data.synthetic.num_train=3", "--set", "data.synthetic.num_val=2",
+                 "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "checked 5 images: 0 problem(s)" and "check data" not in err
+
+
 def test_demo_segments_the_bundled_samples(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out

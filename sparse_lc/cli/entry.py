@@ -30,10 +30,18 @@ EXIT_CODES = {
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument error is one line naming the option, the value and where help is; exit 2."""
+    """An argument error is one line naming the option, the value and where help is; exit 2.
+    It starts with the subcommand (``sparse-lc check-data: error: ...``), also for an option
+    the subcommand does not know, which argparse would report from the top-level parser."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            getattr(parsed, "command_parser", self).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, formatter_class=HelpFormatter, help=module.SUMMARY,
                                  description=textwrap.fill(module.DESCRIPTION, 100))
         module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        command.set_defaults(run=module.run, command_parser=command)
     return parser
 
 
