@@ -57,12 +57,13 @@ def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], ma
     cascade MACs, dense MACs). Images whose longer side exceeds ``max_side`` run downscaled;
     the maps are resized back (nearest) to the image. ``max_side`` 0 is full resolution: an
     image larger than a tile of ``tiling`` then runs tile by tile (:mod:`.sliding_window`).
-    ``warm_up``: run the image once untimed first, so that one-time set-up (allocations,
-    spconv's first call) is not counted as its time."""
+    ``warm_up``: run the image once untimed first (tiled: one batch of tiles of each batch
+    size), so that one-time set-up (allocations, spconv's first call) is not counted as its
+    time."""
     height, width = image.shape[:2]
     if max_side == 0 and tiling is not None and tiling.applies(height, width):
         tiled = segment_tiled(model, image, rho, tiling.tile, tiling.stride, tiling.batch, execution,
-                              dense_macs=dense_macs)
+                              dense_macs=dense_macs, warm_up=warm_up)
         stages = spread_cells(torch.from_numpy(tiled.stage_map), (height, width)).numpy()
         return tiled.labels, stages, tiled.stage_shares, tiled.seconds, tiled.macs_cascade, tiled.macs_dense
     return segment_same_size(model, [image], rho, max_side, dense_macs, warm_up, execution)[0]

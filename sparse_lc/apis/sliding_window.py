@@ -15,6 +15,7 @@ covering the whole image gives exactly the untiled run's labels.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
@@ -100,34 +101,37 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
                   tile: Tuple[int, int] = Tiling.tile, stride: Tuple[int, int] = Tiling.stride,
                   batch: int = Tiling.batch, execution: str = "sparse", channel_order: str = "bgr",
                   progress: bool = False, hard_shares: Optional[Tuple[float, float]] = None,
-                  dense_macs: Optional[DenseMacs] = None) -> TiledResult:
+                  dense_macs: Optional[DenseMacs] = None, warm_up: bool = False) -> TiledResult:
     """Segment a uint8 image ``[H, W, 3]`` (BGR by default) of any size at full resolution,
     tile by tile (see the module docstring). ``execution="dense"`` with ``rho=1`` runs the same
     tiles dense, for comparison; ``hard_shares`` (for benchmarks, as ``bench --hard-share``)
     forces clustered hard masks of these shares in every tile instead of the thresholds.
-    ``dense_macs``: the model's, if the caller keeps one (it measures once per model). The
-    model runs in eval mode, and is put back as it was."""
+    ``dense_macs``: the model's, if the caller keeps one (it measures once per model).
+    ``warm_up``: first run one untimed batch of tiles of each batch size the image needs (a
+    full batch, the last one), so that one-time set-up (kernels chosen for new shapes,
+    allocations, spconv's first call) is not counted in ``seconds``. The model runs in eval
+    mode, and is put back as it was."""
     Tiling(tile, stride, batch)  # the checks
     height, width = image.shape[:2]
     grid = grid_size(height, width)
     tile_h, tile_w = min(tile[0], grid[0] * STRIDE), min(tile[1], grid[1] * STRIDE)
     origins = [(y, x) for y in tile_origins(height, tile_h, stride[0]) for x in tile_origins(width, tile_w, stride[1])]
+    batches = [(first, origins[first:first + batch]) for first in range(0, len(origins), batch)]
+    run = functools.partial(_run_tiles, model, image, (tile_h, tile_w), rho=rho, execution=execution,
+                            channel_order=channel_order, hard_shares=hard_shares)
     param = next(model.parameters())
     total = torch.zeros(model.num_classes, *grid, dtype=param.dtype)
     count = torch.zeros(grid, dtype=param.dtype)
     stage_map = torch.zeros(grid, dtype=torch.uint8)
     decided_by = torch.zeros(3, dtype=torch.float64)
     macs = 0
-    start = time.perf_counter()
     with eval_mode(model):
-        for first in tqdm(range(0, len(origins), batch), desc="tiles", unit="batch", disable=not progress):
-            chunk = origins[first:first + batch]
-            tiles = torch.stack([_tile(image, y, x, tile_h, tile_w, model, channel_order) for y, x in chunk])
-            forced = {} if hard_shares is None else {"hard_masks": tuple(
-                m.to(param.device) for m in nested_masks((len(chunk), tile_h // STRIDE, tile_w // STRIDE), hard_shares,
-                                                         seed=first))}
-            result, counter = count_macs(model, tiles.to(param.device, param.dtype), rho=rho, execution=execution,
-                                         labels=False, **forced)
+        if warm_up:
+            for first, chunk in {len(chunk): (first, chunk) for first, chunk in batches}.values():
+                run(chunk, first)
+        start = time.perf_counter()
+        for first, chunk in tqdm(batches, desc="tiles", unit="batch", disable=not progress):
+            result, counter = run(chunk, first)
             macs += counter.total()
             for i, (y, x) in enumerate(chunk):
                 cells = (slice(y // STRIDE, (y + tile_h) // STRIDE), slice(x // STRIDE, (x + tile_w) // STRIDE))
@@ -142,6 +146,21 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
         dense = (dense_macs or DenseMacs(model))(tile_h, tile_w) * len(origins)
     shares = tuple((decided_by / decided_by.sum()).tolist())
     return TiledResult(labels, grid_logits, stage_map.numpy(), shares, len(origins), seconds, macs, dense)
+
+
+def _run_tiles(model: LayerCascade, image: np.ndarray, size: Tuple[int, int], chunk: List[Tuple[int, int]],
+               first: int, rho: Optional[Rho], execution: str, channel_order: str,
+               hard_shares: Optional[Tuple[float, float]]):
+    """One forward pass over the tiles of ``size`` at the origins ``chunk`` (``first``: the
+    index of its first tile, the seed of forced masks), MACs counted: ``(result, counter)``."""
+    tile_h, tile_w = size
+    param = next(model.parameters())
+    tiles = torch.stack([_tile(image, y, x, tile_h, tile_w, model, channel_order) for y, x in chunk])
+    forced = {} if hard_shares is None else {"hard_masks": tuple(
+        m.to(param.device) for m in nested_masks((len(chunk), tile_h // STRIDE, tile_w // STRIDE), hard_shares,
+                                                 seed=first))}
+    return count_macs(model, tiles.to(param.device, param.dtype), rho=rho, execution=execution, labels=False,
+                      **forced)
 
 
 def _weights(y: int, x: int, tile_h: int, tile_w: int, grid: Tuple[int, int]) -> torch.Tensor:
