@@ -136,7 +136,8 @@ def _prefetched(pool: ThreadPoolExecutor, paths: Sequence[str], depth: int) -> I
 def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, palette: np.ndarray,
                   rho: Optional[Rho] = None, max_side: int = 1024, progress: bool = True,
                   warmup: bool = True, overwrite: bool = False, tiling: Optional[Tiling] = None,
-                  batch_size: int = 1, workers: int = 2, execution: str = "sparse") -> List[SegmentRecord]:
+                  batch_size: int = 1, workers: int = 2, execution: str = "sparse",
+                  names: Sequence[str] = ()) -> List[SegmentRecord]:
     """Segment every image of ``inputs`` (files or folders) into ``out_dir``. One record per
     input, failures included (unusable inputs first): the batch never stops for one bad file.
 
@@ -148,8 +149,10 @@ def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, pale
     (never this run's inputs). ``max_side`` 0: full resolution, images larger than a tile of
     ``tiling`` (default: :class:`Tiling`'s) cut into tiles, one image at a time.
     ``execution="dense"`` runs the same model dense (every stage on every pixel, rho = 1), for
-    comparison. Raises OutputError when ``out_dir`` cannot be used, DataError when ``inputs`` hold no
-    image at all, :class:`Interrupted` on Ctrl-C (saying how far it got).
+    comparison. ``names``: the class names (:func:`~sparse_lc.apis.class_names_and_palette`),
+    for the key of the classes on each overlay (none without). Raises OutputError when
+    ``out_dir`` cannot be used, DataError when ``inputs`` hold no image at all,
+    :class:`Interrupted` on Ctrl-C (saying how far it got).
     """
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0 (0: no limit), got {max_side}")
@@ -172,7 +175,7 @@ def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, pale
     if execution == "dense":
         rho = 1.0
     run = _Segmenter(model, palette, rho, max_side, Tiling() if tiling is None else tiling, batch_size, warmup,
-                     execution)
+                     execution, names)
     bar = tqdm(total=len(jobs), desc="segment", unit="img", disable=not progress)
     try:
         with ThreadPoolExecutor(workers, initializer=_behind_the_model) as pool:
@@ -191,8 +194,8 @@ class _Segmenter:
     """Groups read images into batches, runs the model, hands the pictures to the writers."""
 
     def __init__(self, model: LayerCascade, palette: np.ndarray, rho: Optional[Rho], max_side: int, tiling: Tiling,
-                 batch_size: int, warmup: bool, execution: str):
-        self.model, self.palette, self.rho, self.max_side = model, palette, rho, max_side
+                 batch_size: int, warmup: bool, execution: str, names: Sequence[str]):
+        self.model, self.palette, self.names, self.rho, self.max_side = model, palette, names, rho, max_side
         self.tiling, self.batch_size, self.warm_up, self.execution = tiling, batch_size, warmup, execution
         self.dense_macs = DenseMacs(model)
 
@@ -204,7 +207,8 @@ class _Segmenter:
         for group in self._groups(images):
             for (position, path, image), (record, arrays) in zip(group, self._run(group)):
                 mine = outputs[position]
-                future = pool.submit(write_outputs, mine, image, *arrays, self.palette) if record.ok else None
+                future = (pool.submit(write_outputs, mine, image, *arrays, self.palette, self.names) if record.ok
+                          else None)
                 writing.append((path, replace(record, outputs=mine) if record.ok else record, future))
             while len(writing) > depth or (writing and writing[0][2] is None):
                 yield self._finished(*writing.popleft())

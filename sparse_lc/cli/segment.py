@@ -63,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
 
     model, cfg = model_from_args(args)
     model.to(init_distributed(args.device).device)
-    _, palette = class_names_and_palette(cfg)
+    names, palette = class_names_and_palette(cfg)
     tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.tile_batch)
     start = time.perf_counter()
     records = segment_files(model, args.inputs, args.out, palette, args.rho, args.max_side,
                             progress=not args.no_progress, warmup=not args.no_warmup, overwrite=args.overwrite,
                             tiling=tiling, batch_size=args.batch_size, workers=args.workers,
-                            execution="dense" if args.dense else "sparse")
+                            execution="dense" if args.dense else "sparse", names=names)
     seconds = time.perf_counter() - start
     print(json.dumps([r.to_json() for r in records]) if args.json else segment_table(records))
     done = sum(r.ok for r in records)
