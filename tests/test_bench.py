@@ -88,6 +88,7 @@ def test_bench_cli_json(capsys):
     assert "hard_share=0.1/0.05" in out and "hard_share=0.4/0.2" in out and "of the limit" in out
 
 
+@pytest.mark.slow
 def test_kernels_bench_runs_and_writes_its_files(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kernels_bench", "--channels", "16", "--dilations", "2",
                            "--shares", "0.1", "1.0", "--reps", "1", "--warmup", "0", "--no-progress",

@@ -74,6 +74,7 @@ def test_list_prints_what_is_registered(capsys):
     assert "inception_resnet_v2_full      54.31M" in text and "lc     the paper" in text
 
 
+@pytest.mark.slow
 def test_doctor_checks_the_cpu():
     from sparse_lc.cli import doctor
 

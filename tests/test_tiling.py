@@ -49,6 +49,7 @@ def test_tiles_cover_the_image_on_the_grid():
     assert Tiling.for_crop((769, 1000)).tile == (776, 1000)
 
 
+@pytest.mark.slow
 def test_one_tile_covering_the_image_equals_the_untiled_run(bundled):
     model, _ = bundled
     image = upscaled(0)[:500, :701]  # not a multiple of 8
@@ -61,6 +62,7 @@ def test_one_tile_covering_the_image_equals_the_untiled_run(bundled):
     assert one.stage_shares == pytest.approx(reference.stage_shares)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", range(6))
 def test_overlapping_tiles_agree_with_the_untiled_run(bundled, n):
     """The bundled model on a bundled sample upscaled 4x (1024 x 768), tiles of 384 every 256:
@@ -87,6 +89,7 @@ def test_banded_assembly_equals_the_whole_map():
     assert np.array_equal(assemble_in_bands(grid, (717, 555)), whole.numpy().astype(np.uint8))
 
 
+@pytest.mark.slow
 def test_tiled_sparse_equals_dense(bundled):
     """The invariant holds tile by tile: the sparse path and the dense reference (the same
     thresholds, masked) give the same averaged logits and labels."""
@@ -100,6 +103,7 @@ def test_tiled_sparse_equals_dense(bundled):
     assert sparse.stage_shares == dense.stage_shares and 0 < sparse.stage_shares[0] < 1
 
 
+@pytest.mark.slow
 def test_batched_folders_give_the_images_their_own_results(bundled, tmp_path):
     """Batches of equal-sized images: every picture is the one a run of batch 1 writes."""
     model, cfg = bundled
@@ -135,6 +139,7 @@ def test_reading_and_writing_threads_run_behind_the_model():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the model's thread keeps its own
 
 
+@pytest.mark.slow
 def test_full_resolution_memory_is_bounded(tmp_path):
     """A 4000 x 3000 image with a 6-class model at full resolution: tiled, the run's peak
     memory (resident, above the loaded model's) stays below what the full-resolution logits
