@@ -20,9 +20,7 @@ from .options import (
 
 SUMMARY = "evaluate a checkpoint at one or more rho"
 DESCRIPTION = ("mIoU, per-class IoU, accuracy, per-stage statistics and MACs on the validation split of CONFIG, for "
-               "each rho (one trained model). Writes eval.json, rho_sweep.png and reliability diagrams to --out "
-               "(default CKPT_STEM_eval beside the checkpoint: never the training run's own evaluation); files of an "
-               "earlier eval there are replaced, and named on stderr.")
+               "each rho (one trained model). Writes eval.json, rho_sweep.png and reliability_s*.png to --out.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                "of the config, else the model's rho and 1")
     add_calibration_option(parser)
     add_json_option(parser)
-    add_out_option(parser, "folder for eval.json, rho_sweep.png and reliability_s*.png (default: CKPT_STEM_eval)")
+    add_out_option(parser, "folder for eval.json, rho_sweep.png and reliability_s*.png (default: CKPT_STEM_eval, "
+                           "never the training run's own evaluation; what it replaces there is named on stderr)")
     add_data_check_option(parser)
     add_run_options(parser)
 
