@@ -503,7 +503,8 @@ def run_command(words: List[str]) -> Optional[Outcome]:
     if words[0] == "echo":
         return None
     argv = sparse_lc_argv(words)
-    assert argv is not None and not words[0].startswith("tools/"), f"`{' '.join(words)}`: no way to run it here"
+    assert argv is not None and not words[0].startswith("tools/"), \
+        f"`{' '.join(words)}`: no way to run it here: list its line in NOT_RUN with the reason, or run it here"
     out, err, threads, saved = io.StringIO(), io.StringIO(), torch.get_num_threads(), dict(os.environ)
     os.environ.update(env)
     try:

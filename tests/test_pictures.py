@@ -125,8 +125,9 @@ def test_a_pareto_plots_key_covers_no_point():
 
 @pytest.mark.parametrize("channels, dilations", [((64,), (2,)), ((64, 256, 512), (1, 2, 4))])
 def test_the_kernel_benchmarks_title_fits_and_its_key_covers_no_line(channels, dilations):
-    template = LayerResult(64, 2, 0.05, "clustered", "native", 1.0, 1.0, 0.1, 0.01, 0.01, 0.01, 0.0, 0.0, 80.0,
-                           10.0, 5.0)
+    numbers = {field.name: 1.0 for field in dataclasses.fields(LayerResult)}  # whatever fields it has
+    template = LayerResult(**{**numbers, "channels": 64, "dilation": 2, "share": 0.05, "pattern": "clustered",
+                              "algo": "native"})
     results = [dataclasses.replace(template, channels=c, dilation=d, share=h, pattern=p, speedup=1 / h, mac_ratio=2 / h)
                for c in channels for d in dilations for h in (0.05, 0.2, 1.0) for p in ("clustered", "scattered")]
     fig = speedup_figure(results, "3x3 SubMConv2d vs dense conv, 64x64 map, 2 threads")

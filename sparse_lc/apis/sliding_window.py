@@ -129,6 +129,8 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
         if warm_up:
             for first, chunk in {len(chunk): (first, chunk) for first, chunk in batches}.values():
                 run(chunk, first)
+            if param.device.type == "cuda":
+                torch.cuda.synchronize()  # the warm-up's kernels finish outside the timed part
         start = time.perf_counter()
         for first, chunk in tqdm(batches, desc="tiles", unit="batch", disable=not progress):
             result, counter = run(chunk, first)
