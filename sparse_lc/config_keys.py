@@ -124,6 +124,8 @@ FREE_FORM = {key.name for key in KEYS if key.free_form}
 def reference_markdown() -> str:
     """Every key with its default and description, as a Markdown page (``docs/configs.md``)."""
     lines: List[str] = ["# Config keys", "",
+                        "Commands on this page run from the project's folder with its environment active: "
+                        "`source .venv/bin/activate` (the README's set-up makes `.venv`).", "",
                         "Generated from `sparse_lc/config_keys.py` by `python tools/make_config_docs.py`; do not edit.",
                         "A config file states only what differs from these defaults; `_base_: file.yaml` "
                         "inherits another file, `--set key=value` overrides one key on the command line. Every "

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 
 import pytest
 
 from sparse_lc import LayerCascade, build_backbone
 from sparse_lc.testing import random_images, randomize_weights
 
-__all__ = ["IRNV2_SMALL", "make_cascade", "random_images", "randomize_weights"]
+__all__ = ["IRNV2_SMALL", "REPO", "TinyRun", "make_cascade", "random_images", "randomize_weights", "write_tiny_config"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # the data check's cache of valid files goes to a folder of this test session, not the user's ~/.cache
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sparse_lc_test_cache_")
@@ -29,3 +32,50 @@ def make_cascade(backbone: str = "tiny", dilations=(2, 4), seed: int = 0, halo: 
 @pytest.fixture
 def tiny_model() -> LayerCascade:
     return make_cascade().eval()
+
+
+def write_tiny_config(path: str) -> str:
+    """A YAML config at ``path``: the synthetic configs' model and data (configs/base/
+    synthetic_small.yaml) at widths 8, 32x32 scenes, 4 iterations; returns ``path``."""
+    base = os.path.join(REPO, "configs", "base", "synthetic_small.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"_base_: {base}\n"
+                "model: {backbone_args: {widths: [8, 8, 8], depths: [1, 1, 1]}, head_channels: 8}\n"
+                "data: {synthetic: {num_train: 8, num_val: 2, num_calib: 2, size: [32, 32]}}\n"
+                "train: {iters: 4, warmup_iters: 2, batch_size: 2, crop_size: [32, 32], log_interval: 2, "
+                "checkpoint_interval: 2}\n"
+                "eval: {rhos: [0.5, 1.0]}\n")
+    return path
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    config: str      # the YAML file of write_tiny_config
+    checkpoint: str  # final.pth of a 4-iteration training of it
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """A tiny cascade really trained (4 iterations, in this process) from a config file."""
+    from sparse_lc import load_config
+    from sparse_lc.training import train
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    config = write_tiny_config(str(folder / "tiny.yaml"))
+    summary = train(load_config(config, [f"work_dir={folder / 'work'}"]), device="cpu", progress=False)
+    return TinyRun(config, summary.final_checkpoint)
+
+
+def assert_columns_align(table: str, headers) -> None:
+    """Every right-aligned cell of ``table``'s rows (after the header line, the one holding ``headers[0]``)
+    ends where its header ends: each header's right edge is the end of a word in every row that
+    has anything in that column."""
+    lines = table.splitlines()
+    top = next(i for i, line in enumerate(lines) if headers[0] in line)
+    edges = [lines[top].index(h) + len(h) for h in headers]
+    for row in lines[top + 1:]:
+        for header, edge in zip(headers, edges):
+            if edge <= len(row) and row[edge - 1] != " ":
+                assert edge == len(row) or row[edge] == " ", f"{row!r}: {header!r} ends at {edge}, a cell runs on"
+            else:
+                assert not row[edge - len(header):edge].strip(), f"{row!r}: nothing ends under {header!r}"

@@ -129,6 +129,7 @@ def test_the_command_line_parses_without_torch():
         assert proc.returncode in (0, 2) and "Traceback" not in proc.stderr, (argv, proc.stderr)
 
 
+@pytest.mark.slow
 def test_spconv_loads_with_the_first_sparse_stage():
     code = ("import torch, sparse_lc\n"
             "m = sparse_lc.LayerCascade(sparse_lc.build_backbone('tiny'), num_classes=3).eval()\n"
@@ -159,6 +160,7 @@ def test_eval_mode_restores_each_module_also_after_an_error(tiny_model):
     assert not tiny_model.backbone.layer3.training
 
 
+@pytest.mark.slow
 def test_predict_keeps_the_modes_of_a_partly_frozen_model(tiny_model):
     tiny_model.train()
     tiny_model.backbone.layer2.eval()

@@ -88,6 +88,7 @@ def test_bench_cli_json(capsys):
     assert "hard_share=0.1/0.05" in out and "hard_share=0.4/0.2" in out and "of the limit" in out
 
 
+@pytest.mark.slow
 def test_kernels_bench_runs_and_writes_its_files(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kernels_bench", "--channels", "16", "--dilations", "2",
                            "--shares", "0.1", "1.0", "--reps", "1", "--warmup", "0", "--no-progress",
@@ -99,3 +100,33 @@ def test_kernels_bench_runs_and_writes_its_files(tmp_path):
     assert row["algo"] == "Native" and row["mac_ratio"] > 1
     assert (tmp_path / "layers.csv").read_text().count("\n") == 5
     assert (tmp_path / "speedup.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("warmup, reps", [(0, 1), (1, 3)])
+def test_bench_image_honours_warmup_and_reps(monkeypatch, capsys, warmup, reps):
+    """``--warmup`` untimed passes of the whole image, then ``--reps`` timed ones, of each kind,
+    alternating; the median of the timed ones is reported."""
+    import statistics
+
+    import sparse_lc.apis
+
+    calls = []
+    real = sparse_lc.apis.segment_tiled
+
+    def counted(model, image, **kwargs):
+        calls.append((kwargs.get("execution", "sparse"), image.shape))
+        return real(model, image, **kwargs)
+
+    monkeypatch.setattr(sparse_lc.apis, "segment_tiled", counted)
+    sample = os.path.join(REPO, "sparse_lc", "assets", "samples", "shapes_0.png")
+    assert main(["bench", "--image", sample, "--checkpoint", os.path.join(REPO, "sparse_lc", "assets",
+                 "lc_synthetic_small.pth"), "--tile", "64", "64", "--stride", "48", "48", "--warmup", str(warmup),
+                 "--reps", str(reps), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert calls == [("sparse", (192, 256, 3)), ("dense", (192, 256, 3))] * (warmup + reps)  # whole image each time
+    for kind in ("cascade", "dense"):
+        times = report[kind]["times"]
+        assert len(times) == reps and report[kind]["seconds"] == statistics.median(times)
+        assert report[kind]["spread"] == max(times) - min(times) and report[kind]["tiles"] == 20
+    assert (report["warmup"], report["reps"]) == (warmup, reps)
+    assert report["speedup"] == report["dense"]["seconds"] / report["cascade"]["seconds"]

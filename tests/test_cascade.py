@@ -1,6 +1,7 @@
 """Cascade semantics: rho, stage assembly, input handling, rulebook reuse."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -136,6 +137,15 @@ def test_predict_takes_opencv_images(tiny_model):
 def test_predict_rejects_bad_input(tiny_model, bad, message):
     with pytest.raises(ValueError, match=message):
         tiny_model.predict(bad)
+
+
+def test_predict_says_when_a_read_failed(tiny_model, tmp_path):
+    """cv2.imread gives None for a missing or unreadable file: predict says so, not "NoneType"."""
+    with pytest.raises(ValueError, match=r"^expected an image, got None: cv2.imread returns None for a file it cannot "
+                                         r"read \(missing, unreadable or not an image\): check the path$"):
+        tiny_model.predict(cv2.imread(str(tmp_path / "missing.jpg")))
+    with pytest.raises(ValueError, match=r"^images \[1\] of the list are None: cv2.imread returns None"):
+        tiny_model.predict([np.zeros((16, 16, 3), np.uint8), None])
 
 
 def test_one_rulebook_per_sparse_stage(tiny_model, monkeypatch):

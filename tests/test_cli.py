@@ -16,8 +16,6 @@ import sparse_lc
 from sparse_lc.cli import build_parser, main
 from sparse_lc.data import read_label
 
-REPO = os.path.join(os.path.dirname(__file__), "..")
-
 
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -42,6 +40,28 @@ def test_every_option_says_its_default_once_and_truthfully():
             assert not any(f"(default: {v})" in text for v in ("None", "False", "", "[]")), (name, action.dest, text)
             if action.default not in (None, False, [], argparse.SUPPRESS):
                 assert "default:" in text, (name, action.dest, text)
+
+
+# the least each command needs before it reads its options (positionals, a required choice)
+REQUIRED = {"segment": ["a.png"], "profile": ["--size", "8", "8"], "train": ["c.yaml"], "eval": ["c.yaml", "m.pth"],
+            "calibrate": ["c.yaml", "m.pth"], "check-data": ["c.yaml"]}
+
+
+@pytest.mark.parametrize("command", ["demo", "segment", "profile", "bench", "train", "eval", "calibrate", "check-data",
+                                     "list", "doctor"])
+def test_an_unknown_option_is_reported_by_its_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *REQUIRED.get(command, []), "--bogus=1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"sparse-lc {command}: error: unrecognized arguments: --bogus=1 "
+                                       f"(see sparse-lc {command} --help)\n")
+
+
+def test_check_data_takes_the_shared_no_progress_option(tmp_path, capsys):
+    assert main(["check-data", os.devnull, "--set", "data.synthetic.num_train=3", "--set", "data.synthetic.num_val=2",
+                 "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "checked 5 images: 0 problem(s)" and "check data" not in err
 
 
 def test_demo_segments_the_bundled_samples(tmp_path, capsys):
@@ -123,15 +143,6 @@ def test_bad_config_is_one_line_error(capsys, tmp_path):
     assert err.count("\n") == 0 and "nope.yaml: cannot read config" in err
     assert main(["profile", "--size", "32", "32", "--config", os.devnull, "--set", "model.backbone=resnet81"]) == 2
     assert "unknown backbone 'resnet81'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("tool, args", [("segment.py", ["--help"]), ("profile.py", ["--size", "32", "48", "--json"]),
-                                        ("demo.py", ["--help"]), ("train.py", ["--help"])])
-def test_tools_scripts_and_console_script(tool, args):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), *args], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    if "--json" in args:
-        assert set(json.loads(proc.stdout)) >= {"dense_macs", "sparse_macs", "ratio", "stages", "layers"}
 
 
 def test_segment_goes_on_after_a_failed_write(tmp_path, capsys, monkeypatch):

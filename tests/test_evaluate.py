@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
+import shutil
+import types
 
 import numpy as np
 import torch
@@ -16,9 +16,7 @@ from sparse_lc.checkpoint import save_checkpoint
 from sparse_lc.data import EvalTransform, SyntheticShapes
 from sparse_lc.evaluation import boundary_mask, confusion_matrix, evaluate, metrics_from_confusion
 
-from conftest import make_cascade, random_images
-
-REPO = os.path.join(os.path.dirname(__file__), "..")
+from conftest import REPO, make_cascade, random_images
 
 
 def test_metrics_from_a_known_confusion_matrix():
@@ -103,9 +101,39 @@ def test_eval_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "final.pth: does not match the model" in err
 
 
-def test_tools_scripts_wrap_the_cli(tmp_path):
-    sets, ckpt = _eval_setup(tmp_path)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "test.py"), os.devnull, str(ckpt),
-                           "--no-progress", "--rho", "1.0", *sets], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "mIoU" in proc.stdout
+def test_eval_leaves_the_training_runs_evaluation_alone(tmp_path, capsys):
+    """The default --out is CKPT_STEM_eval, never the checkpoint's folder (where training wrote
+    its own eval.json and plots); an earlier eval's files there are replaced, and named."""
+    from sparse_lc.apis import BUNDLED_CHECKPOINT
+    from sparse_lc.cli import main
+
+    run = tmp_path / "work_dirs" / "lc"
+    run.mkdir(parents=True)
+    shutil.copy(BUNDLED_CHECKPOINT, run / "final.pth")
+    (run / "eval.json").write_text("the training run's evaluation")
+    argv = ["eval", os.path.join(REPO, "configs", "lc_synthetic_small.yaml"), str(run / "final.pth"),
+            "--set", "data.synthetic.num_val=3", "--no-progress", "--skip-data-check"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert (run / "eval.json").read_text() == "the training run's evaluation"
+    written = sorted(p.name for p in (run / "final_eval").iterdir())
+    # default rhos start at 0 (stage 1 decides all), yet every stage gets its diagram: at the model's rho 0.985
+    assert written == ["eval.json", "reliability_s1.png", "reliability_s2.png", "reliability_s3.png", "rho_sweep.png"]
+    assert f"wrote {run / 'final_eval' / 'eval.json'}" in out and "replaced" not in err
+    assert main(argv) == 0
+    assert capsys.readouterr().err.strip().endswith(
+        f"note: replaced eval.json, rho_sweep.png, reliability_s1.png, reliability_s2.png, reliability_s3.png in "
+        f"{run / 'final_eval'} (from an earlier eval; --out writes elsewhere)")
+
+
+def test_reliability_diagrams_are_drawn_where_every_stage_classified_pixels():
+    from sparse_lc.visualization.reports import reliability_result
+
+    def result(rho, counts):
+        bins = [[[n, 0.9, 0.9]] for n in counts]  # one bin per stage
+        return types.SimpleNamespace(rho=rho, reliability={"uncalibrated": bins})
+
+    at0, at05, at09 = result(0.0, [10, 0, 0]), result(0.5, [10, 3, 0]), result(0.9, [10, 4, 2])
+    assert reliability_result([at0, at05, at09]) is at09
+    assert reliability_result([at0, at05, at09], rho=0.5) is at05
+    assert reliability_result([at0, at05], rho=(0.95, 0.99)) is at0  # nothing better

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "extending.md")
 
 
@@ -15,6 +17,7 @@ def code_blocks(text: str):
     return re.findall(r"```(\w+)\n(.*?)```", text, flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_extending_page_runs_as_written(tmp_path):
     blocks = code_blocks(open(DOC, encoding="utf-8").read())
     files = {}

@@ -50,6 +50,7 @@ def broken_folder(folder):
     return expected
 
 
+@pytest.mark.slow
 def test_segment_reports_every_broken_input_in_one_line_and_processes_the_rest(tmp_path):
     expected = broken_folder(tmp_path / "in")
     (tmp_path / "x.png").mkdir()  # a folder named like an image, given as an input: an empty folder

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sparse_lc.analysis import layer_stages, profile_macs
 from sparse_lc.cli import main
 
-from conftest import make_cascade, random_images
+from conftest import assert_columns_align, make_cascade, random_images
 
 
 def flop_counter_macs(model, image, **kwargs) -> int:
@@ -79,3 +79,13 @@ def test_profile_counts_images_in_batches_and_keeps_the_mode():
     assert report.dense_macs == pytest.approx(single.dense_macs)
     for a, b in zip(report.stages, single.stages):
         assert a.active_fraction == pytest.approx(b.active_fraction)
+
+
+@pytest.mark.parametrize("layers", [False, True])
+def test_the_table_numbers_sit_under_their_headers(layers):
+    from sparse_lc.visualization import profile_table
+
+    report = profile_macs(make_cascade().eval(), [random_images(batch=1, height=32, width=32)], rho=0.9)
+    table = profile_table(report, layers)
+    assert_columns_align(table, ["dense MMACs", "cascade MMACs", "active", "ratio"])
+    assert table.splitlines()[2].startswith("stage1" if not layers else report.layers[0].name)

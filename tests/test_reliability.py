@@ -72,6 +72,7 @@ def folder_dataset(root, label_of=lambda split, n: 0):
 
 
 # ---------------------------------------------------------------- 1, 2: config values
+@pytest.mark.slow
 def test_row01_scientific_notation_is_a_number(tmp_path):
     (tmp_path / "run.yaml").write_text("train:\n  lr: 5e-4\n  weight_decay: 1E-5\n")
     proc = cli("train", "run.yaml", "--no-progress", *sets(TINY + ["train.lr=1e-3"]), "--work-dir", "w",
@@ -102,6 +103,7 @@ def test_row02_a_bad_value_is_one_line(tmp_path, override, expected):
 
 
 # ---------------------------------------------------------------- 3: random weights
+@pytest.mark.slow
 def test_row03_segment_refuses_random_weights(tmp_path):
     image = write_image(tmp_path / "photo.png", np.zeros((16, 16, 3), np.uint8))
     proc = cli("segment", image, "--config", "configs/lc_resnet18_os8_voc.yaml", "--out", str(tmp_path / "o"),
@@ -148,6 +150,7 @@ def test_row04_valid_files_are_remembered(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- 5: 16-bit images
+@pytest.mark.slow
 def test_row05_a_low_range_16_bit_image_is_not_black(tmp_path):
     frame = (np.arange(64 * 64).reshape(64, 64) % 236).astype(np.uint16)  # a microscope frame: 0-235 of 65535
     path = write_image(tmp_path / "frame.png", frame)
@@ -240,6 +243,7 @@ def test_row08_resume_after_a_kill_during_the_final_evaluation(tmp_path):
     assert again.returncode == 0 and "is complete" in again.stdout and "nothing to do" in again.stdout
 
 
+@pytest.mark.slow
 def test_row08_resume_after_a_crash_between_the_last_checkpoint_and_final(tmp_path):
     """The state a crash after the last latest.pth leaves (no final.pth, no evaluation):
     --resume writes both (in-process; the test above kills a real process)."""
@@ -300,6 +304,7 @@ def test_first_ctrl_c_asks_a_loop_to_stop_and_a_second_one_interrupts():
 
 
 # ---------------------------------------------------------------- 10, 11, 12: segment's files
+@pytest.mark.slow
 def test_row10_segment_never_writes_over_a_users_file(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -320,6 +325,7 @@ def test_row10_segment_never_writes_over_a_users_file(tmp_path):
     assert forced.returncode == 0 and digest(mine) != before
 
 
+@pytest.mark.slow
 def test_row11_segmenting_a_folder_into_itself_twice_gives_the_same_result(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -337,6 +343,7 @@ def test_row11_segmenting_a_folder_into_itself_twice_gives_the_same_result(tmp_p
     assert {name: digest(folder / name) for name in outputs} == hashes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["out_is_a_file", "out_under_a_file", "max_side", "empty_folder"])
 def test_row12_segment_argument_problems_are_one_line(tmp_path, case):
     image = write_image(tmp_path / "x.png", np.zeros((16, 16, 3), np.uint8))
@@ -361,6 +368,7 @@ def test_row12_segment_argument_problems_are_one_line(tmp_path, case):
 
 
 # ---------------------------------------------------------------- 13, 14: profile, bench, decoders
+@pytest.mark.slow
 def test_row13_profile_takes_folders(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -386,6 +394,7 @@ def test_row13_profile_and_bench_values_are_checked(args, expected):
     assert error_line(proc) == f"sparse-lc {args[0]}: error: {expected} (see sparse-lc {args[0]} --help)"
 
 
+@pytest.mark.slow
 def test_row13_output_piped_into_head_ends_quietly():
     proc = subprocess.run(f"{sys.executable} -m sparse_lc profile --size 64 64 --layers | head -2", shell=True,
                           capture_output=True, text=True)
@@ -393,6 +402,7 @@ def test_row13_output_piped_into_head_ends_quietly():
     assert proc.stderr == "", proc.stderr
 
 
+@pytest.mark.slow
 def test_row14_decoder_messages_stay_out_of_the_terminal(tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -408,6 +418,7 @@ def test_row14_decoder_messages_stay_out_of_the_terminal(tmp_path):
 
 
 # ---------------------------------------------------------------- 15: warm-up
+@pytest.mark.slow
 def test_row15_warm_up_costs_one_pass_per_run(tmp_path, monkeypatch):
     import sparse_lc
     from sparse_lc.apis import class_names_and_palette, segment_files

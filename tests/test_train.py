@@ -51,6 +51,7 @@ def small_cfg(tmp_path, *extra):
     return load_config(overrides=[*SMALL, f"work_dir={tmp_path}", *extra])
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_log_and_evaluation(tmp_path):
     summary = train(small_cfg(tmp_path), progress=False)
     for name in ("latest.pth", "final.pth", "log.jsonl", "config.yaml", "eval.json", "rho_sweep.png"):
@@ -67,6 +68,7 @@ def test_training_writes_checkpoints_log_and_evaluation(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     straight = train(small_cfg(tmp_path / "a", "train.eval_at_end=false"), progress=False).model.state_dict()
 
@@ -134,6 +136,7 @@ def test_nan_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
     assert "no checkpoint was written yet" in err
 
 
+@pytest.mark.slow
 def test_non_finite_gradients_stop_before_the_step(tmp_path, monkeypatch):
     """A finite loss with infinite gradients must not reach the weights (nor a checkpoint)."""
     # the loss stays finite (+ 0), its gradient becomes 0 * inf = NaN
@@ -155,6 +158,7 @@ class _InfGrad(torch.autograd.Function):
         return grad * float("inf")
 
 
+@pytest.mark.slow
 def test_work_dir_rules(tmp_path, capsys):
     cfg = small_cfg(tmp_path, "train.eval_at_end=false")
     train(cfg, progress=False)
@@ -168,6 +172,7 @@ def test_work_dir_rules(tmp_path, capsys):
     assert train(cfg, resume=True, progress=False).completed == []  # complete: nothing to do
 
 
+@pytest.mark.slow
 def test_resume_cuts_the_log_back(tmp_path, monkeypatch):
     real_build = train_module.build_dataset
 
@@ -253,6 +258,7 @@ def test_model_cascade_freezes_earlier_stages(tmp_path, monkeypatch):
     assert not model.heads[0].training and model.heads[2].training
 
 
+@pytest.mark.slow
 def test_frozen_bn_keeps_statistics(tmp_path):
     summary = train(small_cfg(tmp_path, "train.freeze_bn=true", "train.eval_at_end=false"), progress=False)
     bn = summary.model.backbone.layer1[0].bn1
@@ -306,6 +312,7 @@ def _ddp_worker(rank, world, init_file, hard_pixels, out):
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hard_pixels", [(False, True), (False, False)])
 def test_ddp_with_a_rank_that_has_no_hard_pixel(tmp_path, hard_pixels):
     """Stages 2-3 unused on one rank (or on all): no hang, no error, parameters stay identical.

@@ -2,7 +2,7 @@
 """``python tools/demo.py [options]`` == ``sparse-lc demo [options]``."""
 import sys
 
-from sparse_lc.cli import main
+from sparse_lc.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(main(["demo", *sys.argv[1:]]))
+    sys.exit(script_main("demo", __file__))

@@ -5,7 +5,7 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node N tools/test.py CONFIG CKPT`
 """
 import sys
 
-from sparse_lc.cli import main
+from sparse_lc.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(main(["eval", *sys.argv[1:]]))
+    sys.exit(script_main("eval", __file__))

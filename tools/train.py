@@ -5,7 +5,7 @@ Multi-GPU / multi-node: ``torchrun --nproc_per_node N tools/train.py CONFIG``.
 """
 import sys
 
-from sparse_lc.cli import main
+from sparse_lc.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(script_main("train", __file__))

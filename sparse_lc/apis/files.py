@@ -2,8 +2,8 @@
 how it knows its own outputs.
 
 Each input gets three files in the output folder: ``NAME_label.png`` (palette PNG, class ids
-as pixel values), ``NAME_overlay.jpg`` (label colours over the photo) and ``NAME_stages.png``
-(which stage decided each pixel).
+as pixel values), ``NAME_overlay.jpg`` (label colours over the photo, with a key of the
+classes) and ``NAME_stages.png`` (which stage decided each pixel, with a key of the stages).
 
 Nothing a user owns is written over. Every file segment writes carries a mark in its metadata
 (a PNG text chunk, a JPEG comment: ``sparse-lc segment``), so segment knows its own outputs:
@@ -145,10 +145,11 @@ def write_picture(path: str, bgr: np.ndarray) -> None:
 
 
 def write_outputs(outputs: Sequence[str], image: np.ndarray, labels: np.ndarray, stages: np.ndarray,
-                   shares: Sequence[float], palette: np.ndarray) -> None:
-    """The three pictures of one image: labels (palette PNG), overlay (JPEG), stages (PNG)."""
+                  shares: Sequence[float], palette: np.ndarray, names: Sequence[str] = ()) -> None:
+    """The three pictures of one image: labels (palette PNG), overlay (JPEG, with a key of the
+    classes present when ``names`` are given), stages (PNG, with a key of the stages)."""
     write_label(outputs[0], labels, palette, mark=MARK)
-    write_picture(outputs[1], overlay(image, labels, palette))
+    write_picture(outputs[1], overlay(image, labels, palette, names=names))
     write_picture(outputs[2], draw_stage_map(image, stages, shares))
 
 

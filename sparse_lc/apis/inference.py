@@ -71,12 +71,13 @@ def segment_array(model: LayerCascade, image: np.ndarray, rho: Optional[Rho], ma
     cascade MACs, dense MACs). Images whose longer side exceeds ``max_side`` run downscaled;
     the maps are resized back (nearest) to the image. ``max_side`` 0 is full resolution: an
     image larger than a tile of ``tiling`` then runs tile by tile (:mod:`.sliding_window`).
-    ``warm_up``: run the image once untimed first, so that one-time set-up (allocations,
-    spconv's first call) is not counted as its time."""
+    ``warm_up``: run the image once untimed first (tiled: one batch of tiles of each batch
+    size), so that one-time set-up (allocations, spconv's first call) is not counted as its
+    time."""
     height, width = image.shape[:2]
     if max_side == 0 and tiling is not None and tiling.applies(height, width):
         tiled = segment_tiled(model, image, rho, tiling.tile, tiling.stride, tiling.batch, execution,
-                              dense_macs=dense_macs)
+                              dense_macs=dense_macs, warm_up=warm_up)
         stages = spread_cells(torch.from_numpy(tiled.stage_map), (height, width)).numpy()
         return tiled.labels, stages, tiled.stage_shares, tiled.seconds, tiled.macs_cascade, tiled.macs_dense
     return segment_same_size(model, [image], rho, max_side, dense_macs, warm_up, execution)[0]
@@ -149,7 +150,8 @@ def _prefetched(pool: ThreadPoolExecutor, paths: Sequence[str], depth: int) -> I
 def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, palette: np.ndarray,
                   rho: Optional[Rho] = None, max_side: int = 1024, progress: bool = True,
                   warmup: bool = True, overwrite: bool = False, tiling: Optional[Tiling] = None,
-                  batch_size: Optional[int] = 1, workers: int = 2, execution: str = "sparse") -> List[SegmentRecord]:
+                  batch_size: Optional[int] = 1, workers: int = 2, execution: str = "sparse",
+                  names: Sequence[str] = ()) -> List[SegmentRecord]:
     """Segment every image of ``inputs`` (files or folders) into ``out_dir``. One record per
     input, failures included (unusable inputs first): the batch never stops for one bad file.
 
@@ -162,8 +164,10 @@ def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, pale
     resolution, images larger than a tile of ``tiling`` (default: :class:`Tiling`'s) cut into
     tiles, one image at a time.
     ``execution="dense"`` runs the same model dense (every stage on every pixel, rho = 1), for
-    comparison. Raises OutputError when ``out_dir`` cannot be used, DataError when ``inputs`` hold no
-    image at all, :class:`Interrupted` on Ctrl-C (saying how far it got).
+    comparison. ``names``: the class names (:func:`~sparse_lc.apis.class_names_and_palette`),
+    for the key of the classes on each overlay (none without). Raises OutputError when
+    ``out_dir`` cannot be used, DataError when ``inputs`` hold no image at all,
+    :class:`Interrupted` on Ctrl-C (saying how far it got).
     """
     if max_side < 0:
         raise ValueError(f"max_side must be >= 0 (0: no limit), got {max_side}")
@@ -186,7 +190,7 @@ def segment_files(model: LayerCascade, inputs: Sequence[str], out_dir: str, pale
     if execution == "dense":
         rho = 1.0
     run = _Segmenter(model, palette, rho, max_side, Tiling() if tiling is None else tiling, batch_size, warmup,
-                     execution)
+                     execution, names)
     bar = tqdm(total=len(jobs), desc="segment", unit="img", disable=not progress)
     try:
         with ThreadPoolExecutor(workers, initializer=_behind_the_model) as pool:
@@ -206,8 +210,8 @@ class _Segmenter:
     """Groups read images into batches, runs the model, hands the pictures to the writers."""
 
     def __init__(self, model: LayerCascade, palette: np.ndarray, rho: Optional[Rho], max_side: int, tiling: Tiling,
-                 batch_size: Optional[int], warmup: bool, execution: str):
-        self.model, self.palette, self.rho, self.max_side = model, palette, rho, max_side
+                 batch_size: Optional[int], warmup: bool, execution: str, names: Sequence[str]):
+        self.model, self.palette, self.names, self.rho, self.max_side = model, palette, names, rho, max_side
         self.tiling, self.batch_size, self.warm_up, self.execution = tiling, batch_size, warmup, execution
         self.dense_macs = DenseMacs(model)
 
@@ -219,7 +223,8 @@ class _Segmenter:
         for group in self._groups(images):
             for (position, path, image), (record, arrays) in zip(group, self._run(group)):
                 mine = outputs[position]
-                future = pool.submit(write_outputs, mine, image, *arrays, self.palette) if record.ok else None
+                future = (pool.submit(write_outputs, mine, image, *arrays, self.palette, self.names) if record.ok
+                          else None)
                 writing.append((path, replace(record, outputs=mine) if record.ok else record, future))
             while len(writing) > depth or (writing and writing[0][2] is None):
                 yield self._finished(*writing.popleft())

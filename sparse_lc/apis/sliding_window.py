@@ -15,6 +15,7 @@ covering the whole image gives exactly the untiled run's labels.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -100,18 +101,24 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
                   tile: Tuple[int, int] = Tiling.tile, stride: Tuple[int, int] = Tiling.stride,
                   batch: int = Tiling.batch, execution: str = "sparse", channel_order: str = "bgr",
                   progress: bool = False, hard_shares: Optional[Tuple[float, float]] = None,
-                  dense_macs: Optional[DenseMacs] = None) -> TiledResult:
+                  dense_macs: Optional[DenseMacs] = None, warm_up: bool = False) -> TiledResult:
     """Segment a uint8 image ``[H, W, 3]`` (BGR by default) of any size at full resolution,
     tile by tile (see the module docstring). ``execution="dense"`` with ``rho=1`` runs the same
     tiles dense, for comparison; ``hard_shares`` (for benchmarks, as ``bench --hard-share``)
     forces clustered hard masks of these shares in every tile instead of the thresholds.
-    ``dense_macs``: the model's, if the caller keeps one (it measures once per model). The
-    model runs in eval mode, and is put back as it was."""
+    ``dense_macs``: the model's, if the caller keeps one (it measures once per model).
+    ``warm_up``: first run one untimed batch of tiles of each batch size the image needs (a
+    full batch, the last one), so that one-time set-up (kernels chosen for new shapes,
+    allocations, spconv's first call) is not counted in ``seconds``. The model runs in eval
+    mode, and is put back as it was."""
     Tiling(tile, stride, batch)  # the checks
     height, width = image.shape[:2]
     grid = grid_size(height, width)
     tile_h, tile_w = min(tile[0], grid[0] * STRIDE), min(tile[1], grid[1] * STRIDE)
     origins = [(y, x) for y in tile_origins(height, tile_h, stride[0]) for x in tile_origins(width, tile_w, stride[1])]
+    batches = [(first, origins[first:first + batch]) for first in range(0, len(origins), batch)]
+    run = functools.partial(_run_tiles, model, image, (tile_h, tile_w), rho=rho, execution=execution,
+                            channel_order=channel_order, hard_shares=hard_shares)
     param = next(model.parameters())
     # sums kept on the model's device (nothing read back per tile), half-precision logits in float32
     total = torch.zeros(model.num_classes, *grid, dtype=interpolation_dtype(param.dtype), device=param.device)
@@ -120,16 +127,15 @@ def segment_tiled(model: LayerCascade, image: np.ndarray, rho: Optional[Rho] = N
     decided_by = torch.zeros(3, dtype=torch.float64, device=param.device)
     counters = []
     weights: Dict[Tuple[bool, ...], torch.Tensor] = {}  # a tile's cell weights depend on which edges it cuts
-    start = time.perf_counter()
     with eval_mode(model):
-        for first in tqdm(range(0, len(origins), batch), desc="tiles", unit="batch", disable=not progress):
-            chunk = origins[first:first + batch]
-            tiles = torch.stack([_tile(image, y, x, tile_h, tile_w, model, channel_order) for y, x in chunk])
-            forced = {} if hard_shares is None else {"hard_masks": tuple(
-                to_device(m, param.device) for m in nested_masks((len(chunk), tile_h // STRIDE, tile_w // STRIDE),
-                                                                 hard_shares, seed=first))}
-            result, counter = count_macs(model, to_device(tiles, param.device).to(param.dtype), rho=rho,
-                                         execution=execution, labels=False, **forced)
+        if warm_up:
+            for first, chunk in {len(chunk): (first, chunk) for first, chunk in batches}.values():
+                run(chunk, first)
+            if param.device.type == "cuda":
+                torch.cuda.synchronize()  # the warm-up's kernels finish outside the timed part
+        start = time.perf_counter()
+        for first, chunk in tqdm(batches, desc="tiles", unit="batch", disable=not progress):
+            result, counter = run(chunk, first)
             counters.append(counter)  # read at the end: a count read now would wait for the device
             for i, (y, x) in enumerate(chunk):
                 cells = (slice(y // STRIDE, (y + tile_h) // STRIDE), slice(x // STRIDE, (x + tile_w) // STRIDE))
@@ -163,6 +169,21 @@ def _cut_edges(y: int, x: int, tile_h: int, tile_w: int, grid: Tuple[int, int]) 
     """Which of a tile's edges (top, bottom, left, right) lie inside the image: all that its
     cell weights (:func:`_weights`) depend on."""
     return y > 0, y // STRIDE + tile_h // STRIDE < grid[0], x > 0, x // STRIDE + tile_w // STRIDE < grid[1]
+
+
+def _run_tiles(model: LayerCascade, image: np.ndarray, size: Tuple[int, int], chunk: List[Tuple[int, int]],
+               first: int, rho: Optional[Rho], execution: str, channel_order: str,
+               hard_shares: Optional[Tuple[float, float]]):
+    """One forward pass over the tiles of ``size`` at the origins ``chunk`` (``first``: the
+    index of its first tile, the seed of forced masks), MACs counted: ``(result, counter)``."""
+    tile_h, tile_w = size
+    param = next(model.parameters())
+    tiles = torch.stack([_tile(image, y, x, tile_h, tile_w, model, channel_order) for y, x in chunk])
+    forced = {} if hard_shares is None else {"hard_masks": tuple(
+        to_device(m, param.device) for m in nested_masks((len(chunk), tile_h // STRIDE, tile_w // STRIDE),
+                                                         hard_shares, seed=first))}
+    return count_macs(model, to_device(tiles, param.device).to(param.dtype), rho=rho, execution=execution,
+                      labels=False, **forced)
 
 
 def _weights(y: int, x: int, tile_h: int, tile_w: int, grid: Tuple[int, int]) -> torch.Tensor:

@@ -5,6 +5,6 @@ builds the parser and turns errors into one line and an exit code.
 Parsing imports only argparse and these small modules; a subcommand imports the library (torch,
 spconv) inside ``run``, so ``--help``, ``--version`` and argument errors answer at once.
 """
-from .entry import EXIT_CODES, build_parser, main
+from .entry import EXIT_CODES, build_parser, drop_script_folder, main, script_main
 
-__all__ = ["EXIT_CODES", "build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "drop_script_folder", "main", "script_main"]

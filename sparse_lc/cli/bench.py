@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 
@@ -123,9 +124,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench_image(model, tiling, args: argparse.Namespace) -> int:
-    """One full-resolution image, tile by tile: the cascade, then the same tiles dense (each
-    after an untimed pass over the first tile, unless ``--warmup 0``); time, MACs, stage shares
-    and peak memory of each. Prints a table or (``--json``) one object."""
+    """One full-resolution image, tile by tile: the cascade and the same tiles run dense,
+    alternating, ``--warmup`` untimed passes of the whole image of each, then ``--reps`` timed
+    ones (the median reported, with the spread); MACs, stage shares and peak memory (over the
+    first timed pass) of each. Prints a table or (``--json``) one object."""
     import json
 
     import torch
@@ -138,34 +140,52 @@ def _bench_image(model, tiling, args: argparse.Namespace) -> int:
     rho = args.rho[0] if args.rho else None
     shares = tuple(args.hard_share) if args.hard_share else None
     runs = {"cascade": dict(rho=rho, hard_shares=shares), "dense": dict(rho=1.0, execution="dense")}
-    report = {"image": args.image, "size": list(image.shape[:2]), "tile": list(tiling.tile),
-              "stride": list(tiling.stride), "batch": tiling.batch, "threads": torch.get_num_threads()}
     dense_macs = DenseMacs(model)
-    for kind, kwargs in runs.items():
-        if args.warmup:
-            segment_tiled(model, image[:tiling.tile[0], :tiling.tile[1]], tile=tiling.tile, stride=tiling.stride,
-                          batch=1, dense_macs=dense_macs, **kwargs)
-        results = []
-        memory = peak_memory(lambda kwargs=kwargs, results=results: results.append(
-            segment_tiled(model, image, tile=tiling.tile, stride=tiling.stride, batch=tiling.batch,
-                          dense_macs=dense_macs, **kwargs)), next(model.parameters()).device)
-        result = results[0]
-        report[kind] = {"seconds": result.seconds, "macs": result.macs_cascade, "tiles": result.tiles,
-                        "stage_shares": list(result.stage_shares), "peak_memory": int(memory)}
+    device = next(model.parameters()).device
+
+    def tiled(kind: str):
+        return segment_tiled(model, image, tile=tiling.tile, stride=tiling.stride, batch=tiling.batch,
+                             dense_macs=dense_macs, **runs[kind])
+
+    for _ in range(args.warmup):
+        for kind in runs:
+            tiled(kind)
+    passes = {kind: [] for kind in runs}
+    memory = {}
+    for rep in range(args.reps):
+        for kind in runs:
+            if rep == 0:
+                memory[kind] = peak_memory(lambda kind=kind: passes[kind].append(tiled(kind)), device)
+            else:
+                passes[kind].append(tiled(kind))
+    report = {"image": args.image, "size": list(image.shape[:2]), "tile": list(tiling.tile),
+              "stride": list(tiling.stride), "batch": tiling.batch, "threads": torch.get_num_threads(),
+              "warmup": args.warmup, "reps": args.reps}
+    for kind, results in passes.items():
+        times = [r.seconds for r in results]
+        report[kind] = {"seconds": statistics.median(times), "spread": max(times) - min(times), "times": times,
+                        "macs": results[0].macs_cascade, "tiles": results[0].tiles,
+                        "stage_shares": list(results[0].stage_shares), "peak_memory": int(memory[kind])}
     report["speedup"] = report["dense"]["seconds"] / report["cascade"]["seconds"]
     report["mac_ratio"] = report["dense"]["macs"] / report["cascade"]["macs"]
     report["peak_rss"] = peak_rss()
-    if args.json:
-        print(json.dumps(report))
-        return 0
+    print(json.dumps(report) if args.json else _image_table(report))
+    return 0
+
+
+def _image_table(report: dict) -> str:
+    """The table of :func:`_bench_image`'s report."""
     c, d = report["cascade"], report["dense"]
-    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, {c['tiles']} tiles of {tiling.tile[1]}x{tiling.tile[0]} "
-          f"(stride {tiling.stride[1]}x{tiling.stride[0]}), {tiling.batch} per batch, {report['threads']} threads")
-    print(f"{'run':<8} {'seconds':>8} {'GMACs':>9} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} {'peak MiB':>9}")
+    (height, width), (tile_h, tile_w), (stride_h, stride_w) = report["size"], report["tile"], report["stride"]
+    lines = [f"{report['image']}: {width}x{height}, {c['tiles']} tiles of {tile_w}x{tile_h} (stride "
+             f"{stride_w}x{stride_h}), {report['batch']} per batch, {report['threads']} threads; median of "
+             f"{report['reps']} timed passes after {report['warmup']} untimed, cascade and dense alternating",
+             f"{'run':<8} {'seconds':>8} {'spread':>7} {'GMACs':>9} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} "
+             f"{'peak MiB':>9}"]
     for name, r in (("cascade", c), ("dense", d)):
         s1, s2, s3 = (100 * v for v in r["stage_shares"])
-        print(f"{name:<8} {r['seconds']:8.1f} {r['macs'] / 1e9:9.1f} {s1:7.1f}% {s2:7.1f}% {s3:7.1f}% "
-              f"{r['peak_memory'] / 2 ** 20:9.0f}")
-    print(f"cascade {report['speedup']:.2f}x faster (MAC ratio {report['mac_ratio']:.2f}x); peak memory of the "
-          f"process {report['peak_rss'] / 2 ** 20:.0f} MiB")
-    return 0
+        lines.append(f"{name:<8} {r['seconds']:8.2f} {r['spread']:7.2f} {r['macs'] / 1e9:9.3f} {s1:7.1f}% {s2:7.1f}% "
+                     f"{s3:7.1f}% {r['peak_memory'] / 2 ** 20:9.0f}")
+    lines.append(f"speed-up {report['speedup']:.2f}x (dense time / cascade time; MAC ratio "
+                 f"{report['mac_ratio']:.2f}x); peak memory of the process {report['peak_rss'] / 2 ** 20:.0f} MiB")
+    return "\n".join(lines)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_config_argument, config_from_args
+from .options import add_config_argument, add_progress_option, config_from_args
 
 SUMMARY = "report problems in a dataset"
 DESCRIPTION = ("Walk the training and validation splits of CONFIG and report missing pairs, unreadable files, size "
@@ -13,6 +13,7 @@ DESCRIPTION = ("Walk the training and validation splits of CONFIG and report mis
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--split", choices=("train", "val", "both"), default="both", help="which split(s)")
+    add_progress_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
             problems.append(str(e))
             continue
         total += len(dataset)
-        problems += check_dataset(dataset, cfg["model"]["num_classes"])
+        problems += check_dataset(dataset, cfg["model"]["num_classes"], progress=not args.no_progress)
     for problem in problems:
         print(problem)
     print(f"checked {total} images: {len(problems)} problem(s)")

@@ -27,8 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from ..visualization import segment_table
 
     model, cfg = load_model()
-    _, palette = class_names_and_palette(cfg)
-    records = segment_files(model, [SAMPLES_DIR], args.out, palette, args.rho, progress=not args.no_progress)
+    names, palette = class_names_and_palette(cfg)
+    records = segment_files(model, [SAMPLES_DIR], args.out, palette, args.rho, progress=not args.no_progress,
+                            names=names)
     rho = args.rho if args.rho is not None else model.rho
     print(f"bundled model: a {cfg['model']['backbone']} cascade trained on synthetic shapes, rho = {format_rho(rho)}")
     print(segment_table(records))

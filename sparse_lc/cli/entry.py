@@ -30,10 +30,18 @@ EXIT_CODES = {
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument error is one line naming the option, the value and where help is; exit 2."""
+    """An argument error is one line naming the option, the value and where help is; exit 2.
+    It starts with the subcommand (``sparse-lc check-data: error: ...``), also for an option
+    the subcommand does not know, which argparse would report from the top-level parser."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            getattr(parsed, "command_parser", self).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, formatter_class=HelpFormatter, help=module.SUMMARY,
                                  description=textwrap.fill(module.DESCRIPTION, 100))
         module.add_arguments(command)
-        command.set_defaults(run=module.run)
+        command.set_defaults(run=module.run, command_parser=command)
     return parser
 
 
@@ -75,6 +83,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 141
     except Exception as e:  # noqa: BLE001  (every error becomes one line; see EXIT_CODES)
         return _report(args.command, e)
+
+
+def script_main(command: str, script: str, argv: Optional[List[str]] = None) -> int:
+    """``python tools/NAME.py ARGS`` (or ``torchrun ... tools/NAME.py ARGS``) == ``sparse-lc COMMAND ARGS``
+    (``argv`` default: the process's), run after :func:`drop_script_folder`."""
+    drop_script_folder(script)
+    return main([command, *(sys.argv[1:] if argv is None else argv)])
+
+
+def drop_script_folder(script: str) -> None:
+    """Take the folder of ``script`` off ``sys.path``.
+
+    Python puts the folder of the script it runs first on ``sys.path``, so any file there
+    could shadow a module of the standard library or of a dependency (``tools/profile.py``
+    once hid the ``profile`` module that ``torch.optim`` imports through ``cProfile``, and
+    ``python tools/train.py`` failed). Nothing imported after this comes from that folder,
+    whatever its files are named (``tests/test_tools.py`` also refuses such names)."""
+    folder = os.path.dirname(os.path.abspath(script))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != folder]
 
 
 def _report(command: str, error: Exception) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from .options import (
     add_calibration_option,
@@ -21,7 +22,7 @@ from .options import (
 
 SUMMARY = "evaluate a checkpoint at one or more rho"
 DESCRIPTION = ("mIoU, per-class IoU, accuracy, per-stage statistics and MACs on the validation split of CONFIG, for "
-               "each rho (one trained model). Writes eval.json and rho_sweep.png.")
+               "each rho (one trained model). Writes eval.json, rho_sweep.png and reliability_s*.png to --out.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                "of the config, else the model's rho and 1")
     add_calibration_option(parser)
     add_json_option(parser)
-    add_out_option(parser, "folder for eval.json and rho_sweep.png (default: the checkpoint's folder)")
+    add_out_option(parser, "folder for eval.json, rho_sweep.png and reliability_s*.png (default: CKPT_STEM_eval, "
+                           "never the training run's own evaluation; what it replaces there is named on stderr)")
     add_data_check_option(parser)
     add_precision_option(parser)
     add_run_options(parser)
@@ -52,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(model, dataset, rhos, info, progress=not args.no_progress)
     if not info.is_main:
         return 0
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
-    written = save_eval_report(results, out, title=os.path.basename(args.config))
+    out = args.out or os.path.splitext(args.checkpoint)[0] + "_eval"
+    before = set(os.listdir(out)) if os.path.isdir(out) else set()
+    written = save_eval_report(results, out, title=os.path.basename(args.config), reliability_rho=model.rho)
+    replaced = [os.path.basename(p) for p in written if os.path.basename(p) in before]
+    if replaced:
+        print(f"note: replaced {', '.join(replaced)} in {out} (from an earlier eval; --out writes elsewhere)",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in results]))
     else:

@@ -76,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
     execution = "dense" if args.dense else "sparse"
     model = to_precision(model, args, execution)
     set_cuda_graphs(model, args)
-    _, palette = class_names_and_palette(cfg)
+    names, palette = class_names_and_palette(cfg)
     tiling = tiling_from_args(cfg["train"]["crop_size"], args, args.tile_batch, next(model.parameters()).device)
     start = time.perf_counter()
     records = segment_files(model, args.inputs, args.out, palette, args.rho, args.max_side,
                             progress=not args.no_progress, warmup=not args.no_warmup, overwrite=args.overwrite,
                             tiling=tiling, batch_size=args.batch_size, workers=args.workers,
-                            execution=execution)
+                            execution=execution, names=names)
     seconds = time.perf_counter() - start
     say_cuda_graphs(model)
     print(json.dumps([r.to_json() for r in records]) if args.json else segment_table(records))

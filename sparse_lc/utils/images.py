@@ -21,12 +21,25 @@ def prepare_images(images: Union[np.ndarray, torch.Tensor, Sequence[np.ndarray]]
     """
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+    _check_read(images)
     batch = _to_nchw_uint8(images)
     if channel_order == "bgr":
         batch = batch.flip(1)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch.float() - mean_t) / std_t
+
+
+def _check_read(images) -> None:
+    """ValueError for None where an image should be (alone or in a list): what ``cv2.imread``
+    returns for a file it could not read."""
+    hint = "cv2.imread returns None for a file it cannot read (missing, unreadable or not an image): check the path"
+    if images is None:
+        raise ValueError(f"expected an image, got None: {hint}")
+    if isinstance(images, (list, tuple)):
+        missing = [i for i, image in enumerate(images) if image is None]
+        if missing:
+            raise ValueError(f"images {missing} of the list are None: {hint}")
 
 
 def _to_nchw_uint8(images) -> torch.Tensor:

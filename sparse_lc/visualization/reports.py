@@ -4,11 +4,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
-from ..cascade import format_rho
+from ..cascade import Rho, format_rho, rho_pair
 from ..checkpoint import atomic_write
 from ..evaluation import CalibrationReport, EvalResult, Reliability
 from .plots import plot_pareto, plot_reliability, plot_rho_sweep
@@ -28,18 +28,36 @@ def save_reliability_diagrams(result: EvalResult, folder: str, prefix: str = "re
     return paths
 
 
-def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = "") -> List[str]:
+def save_eval_report(results: Sequence[EvalResult], folder: str, title: str = "",
+                     reliability_rho: Optional[Rho] = None) -> List[str]:
     """Write ``eval.json`` (one object per rho), for several rho ``rho_sweep.png``, and the
-    reliability diagrams of each stage at the first rho into ``folder``; returns the paths.
-    ``eval.json`` is written last and atomically: when it is there, the pictures are too."""
+    reliability diagrams of each stage at one rho (:func:`reliability_result`) into
+    ``folder``; returns the paths. ``eval.json`` is written last and atomically: when it is
+    there, the pictures are too."""
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, "eval.json")]
     if len(results) > 1:
         paths.append(os.path.join(folder, "rho_sweep.png"))
         plot_rho_sweep(results, paths[1], title)
-    paths += save_reliability_diagrams(results[0], folder)
+    paths += save_reliability_diagrams(reliability_result(results, reliability_rho), folder)
     _write_json(paths[0], [r.to_json() for r in results])
     return paths
+
+
+def reliability_result(results: Sequence[EvalResult], rho: Optional[Rho] = None) -> EvalResult:
+    """The result whose reliability diagrams are drawn: the one at ``rho`` (the model's own
+    threshold) if it was evaluated, else the first at which every stage classified pixels
+    (rho = 0 leaves stages 2 and 3 none), else the first."""
+    for r in results:
+        if rho is not None and rho_pair(r.rho) == rho_pair(rho):
+            return r
+    every_stage = [r for r in results if all(n > 0 for n in _classified(r))]
+    return (every_stage or list(results))[0]
+
+
+def _classified(result: EvalResult) -> List[float]:
+    """Pixels each stage classified (the reliability bins' counts)."""
+    return [sum(row[0] for row in stage) for stage in result.reliability["uncalibrated"]]
 
 
 def save_calibration_report(report: CalibrationReport, folder: str, title: str = "") -> List[str]:

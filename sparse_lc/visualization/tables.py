@@ -59,7 +59,7 @@ def segment_table(records: List[SegmentRecord]) -> str:
     done = [r for r in records if r.ok]
     if not done:
         return "no image segmented"
-    width = max(len(os.path.basename(r.path)) for r in done)
+    width = max(len("image"), *(len(os.path.basename(r.path)) for r in done))
     lines = [f"{'image':<{width}} {'size':>9} {'ms':>7} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} "
              f"{'GMACs':>8} {'dense':>8} {'saved':>6}"]
     for r in done:
@@ -78,7 +78,7 @@ def profile_table(report: ProfileReport, layers: bool) -> str:
     rows = [(x.name, x.dense_macs, x.sparse_macs, x.active_fraction) for x in report.layers] if layers else []
     rows += [(s.name, s.dense_macs, s.sparse_macs, s.active_fraction) for s in report.stages]
     rows.append(("total", report.dense_macs, report.sparse_macs, None))
-    width = max(len(r[0]) for r in rows)
+    width = max(len("layer / stage"), *(len(r[0]) for r in rows))
     lines = [f"rho = {format_rho(report.rho)}, mean over {report.num_images} image(s)",
              f"{'layer / stage':<{width}} {'dense MMACs':>12} {'cascade MMACs':>14} {'active':>7} {'ratio':>7}"]
     for name, dense, sparse, active in rows:
