@@ -380,6 +380,11 @@ NOT_RUN: Dict[str, str] = {
     "python -m pytest -q -m \"not slow\"": "the test suite itself",
     "python -m pytest -q tests/test_equivalence.py": "the test suite itself",
     "python -m kernels_bench --out kernels_bench_results": "about 90 s (tests/test_bench.py runs --quick)",
+    "python tools/bench_gpu.py --device cuda --out bench_gpu_results": "needs a GPU (tests/test_tools.py runs "
+    "--device cpu --quick)",
+    "python tools/bench_gpu.py --device cpu --quick --out /tmp/bench": "3-4 minutes here (tests/test_tools.py runs it)",
+    "STEP_S=280 bash .gpu/run-on-gpu.sh 'python3 -m pytest -q -x tests/test_cuda.py' 'python3 -m sparse_lc doctor' "
+    "'python3 tools/bench_gpu.py --out $OUT/bench'": "runs on the GPU machine, with spconv carried in .gpu/",
     "sparse-lc train configs/lc_synthetic_small.yaml": TRAINING,
     "sparse-lc train configs/dense_synthetic_small.yaml": TRAINING,
     "sparse-lc train configs/mc_synthetic_small.yaml": TRAINING,

@@ -90,8 +90,14 @@ def check_test(tmp_path, proc):
     assert "mIoU" in proc.stdout and (tmp_path / "eval" / "eval.json").is_file()
 
 
+def check_bench_gpu(tmp_path, proc):
+    table = (tmp_path / "bench" / "table.md").read_text()
+    assert table.count("| ResNet-18 OS8 |") == 4 and table.count("| IRNv2 OS8 |") == 2 and "tiled image" in table
+
+
 # script -> (its arguments on tiny settings, given the test's folder and a trained run; what it must do)
 RUNS = {
+    "bench_gpu.py": (lambda tmp, tiny: ["--device", "cpu", "--quick", "--out", "bench"], check_bench_gpu),
     "demo.py": (lambda tmp, tiny: ["--out", "demo"], check_demo),
     "segment.py": (lambda tmp, tiny: [SAMPLE, "--out", "out", "--no-progress"], check_segment),
     "profile_macs.py": (lambda tmp, tiny: ["--input", SAMPLE, "--rho", "0.9", "--json"], check_profile),

@@ -101,4 +101,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from sparse_lc.cli.entry import drop_script_folder
+
+    drop_script_folder(__file__)
     sys.exit(main())
