@@ -28,7 +28,7 @@ import yaml
 
 from .backbones import backbone_info
 from .config_keys import DEFAULTS, FREE_FORM, KEYS
-from .errors import ConfigError, ConfigWarning, UnknownNameError
+from .errors import ConfigError, ConfigWarning, SparseLCError, UnknownNameError
 from .schema import Invalid
 
 __all__ = ["DEFAULTS", "KEYS", "ConfigError", "apply_override", "config_from_dict", "dump_config",
@@ -169,6 +169,8 @@ def import_custom_modules(names: Any, search: Sequence[str] = ()) -> None:
                 raise ConfigError(f"custom_imports: no module named {name!r} (put it on PYTHONPATH, in the "
                                   f"current folder or beside the config file)") from None
             raise ConfigError(f"custom_imports: importing {name!r} failed: {e}") from None
+        except SparseLCError:  # already one line naming what is wrong (e.g. a backbone refused when registered)
+            raise
         except Exception as e:  # user code: any error there stops the run before it starts
             raise ConfigError(f"custom_imports: importing {name!r} failed: {type(e).__name__}: {e}") from None
 
