@@ -42,16 +42,17 @@ def test_every_registered_backbone_agrees_in_float32(name):
     assert_sparse_matches_dense(small_model(name), dtype=torch.float32, gradients=False)
 
 
-@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2"])
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2", "convnext_tiny"])
 def test_float32_gradients_agree(name):
     """Float32 gradients where the random network is well conditioned. (Deeper random networks,
     with train-mode batch norm over a few dozen active pixels, amplify rounding beyond any fixed
-    tolerance in float32; float64 shows their paths agree to 1e-14.)"""
+    tolerance in float32, MobileNetV2's 17 blocks among them: 2e-4 seen; float64 shows their
+    paths agree to 1e-12.)"""
     checks = assert_sparse_matches_dense(small_model(name), dtype=torch.float32, rhos=[])
     assert all(c.max_difference < 1e-4 for c in checks)
 
 
-@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2"])
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2", "convnext_tiny", "mobilenet_v2"])
 def test_inference_copies_keep_the_contract(name):
     """Batch norm folded into the convs: the sparse path's one-step conv + ReLU (on CUDA, spconv's
     fused epilogue) against the dense path's three steps, float64."""
@@ -59,7 +60,7 @@ def test_inference_copies_keep_the_contract(name):
     assert max(c.max_difference for c in checks) < 1e-9
 
 
-@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2"])
+@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2", "mobilenet_v2"])
 def test_half_precision_mode(name):
     """float16 on the CPU (spconv's Native path multiplies with torch.mm in float16): forced masks
     only, logits within half precision's tolerance (1.8e-3 of their scale seen), clear labels equal."""
