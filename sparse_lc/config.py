@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
-from .backbones import backbone_info
+from .backbones import backbone_args_problem, backbone_info
 from .config_keys import DEFAULTS, FREE_FORM, KEYS
 from .errors import ConfigError, ConfigWarning, SparseLCError, UnknownNameError
 from .schema import Invalid
@@ -70,7 +70,8 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Di
         sources.update(file_sources)
     for item in overrides:
         apply_override(cfg, item, sources)
-    return resolve(validate(cfg, sources), search=[os.path.dirname(os.path.abspath(path))] if path else [])
+    return resolve(validate(cfg, sources), search=[os.path.dirname(os.path.abspath(path))] if path else [],
+                   sources=sources)
 
 
 def config_from_dict(data: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
@@ -80,7 +81,7 @@ def config_from_dict(data: Dict[str, Any], source: str, overrides: Iterable[str]
     merge(cfg, data, source=source, sources=sources)
     for item in overrides:
         apply_override(cfg, item, sources)
-    return resolve(validate(cfg, sources))
+    return resolve(validate(cfg, sources), sources=sources)
 
 
 def validate(cfg: Dict[str, Any], sources: Optional[Sources] = None) -> Dict[str, Any]:
@@ -137,15 +138,23 @@ def check_training(cfg: Dict[str, Any]) -> None:
                           f"pixels", ConfigWarning, stacklevel=2)
 
 
-def resolve(cfg: Dict[str, Any], search: Sequence[str] = ()) -> Dict[str, Any]:
-    """Import ``custom_imports`` (``search``: more folders to look in), then fill an unset
-    ``model.pixel_mean`` / ``pixel_std`` from the backbone's registration. Returns ``cfg``."""
+def resolve(cfg: Dict[str, Any], search: Sequence[str] = (), sources: Optional[Sources] = None) -> Dict[str, Any]:
+    """Import ``custom_imports`` (``search``: more folders to look in), check that the backbone
+    takes ``model.backbone_args``, then fill an unset ``model.pixel_mean`` / ``pixel_std`` from
+    the backbone's registration. Returns ``cfg``. ``sources``: where each value came from, for
+    the errors."""
     import_custom_modules(cfg["custom_imports"], search)
     model = cfg["model"]
     try:
         info = backbone_info(model["backbone"])
     except UnknownNameError as e:
-        raise ConfigError(f"model.backbone: {e}") from None
+        raise ConfigError(f"{_name(sources or {}, 'model.backbone')}: {e}") from None
+    problem = backbone_args_problem(model["backbone"], model["backbone_args"])
+    if problem:
+        sources = sources or {}
+        source = sources.get(f"model.backbone_args.{problem[0]}", sources.get("model.backbone_args"))
+        raise ConfigError(f"{_name({'model.backbone_args': source} if source else {}, 'model.backbone_args')}: "
+                          f"{problem[1]}")
     for key, value in (("pixel_mean", info.pixel_mean), ("pixel_std", info.pixel_std)):
         if model[key] is None:
             model[key] = list(value)
@@ -199,11 +208,41 @@ def _read_with_bases(path: str, seen: tuple) -> Tuple[Dict[str, Any], Sources]:
     sources: Sources = {}
     for base in bases:
         base_data, base_sources = _read_with_bases(os.path.join(os.path.dirname(path), base), seen + (path,))
-        _deep_update(merged, base_data)
-        sources.update(base_sources)
-    _deep_update(merged, data)
-    sources.update({key: path for key in _leaves(data)})
+        _inherit(merged, sources, base_data, base_sources)
+    _inherit(merged, sources, data, {key: path for key in _leaves(data)})
     return merged, sources
+
+
+def _inherit(merged: Dict[str, Any], sources: Sources, data: Dict[str, Any], data_sources: Sources) -> None:
+    """Merge a later file's ``data`` over ``merged`` (key by key), with the backbone rule of
+    :func:`_drop_args_of_another_backbone`."""
+    if isinstance(merged.get("model"), dict) and isinstance(data.get("model"), dict):
+        _drop_args_of_another_backbone(merged["model"], data["model"], sources)
+    _deep_update(merged, data)
+    sources.update(data_sources)
+
+
+def _drop_args_of_another_backbone(model: Dict[str, Any], update: Dict[str, Any], sources: Sources,
+                                   keep_from: str = "") -> None:
+    """``model.backbone_args`` belong to ``model.backbone``: when ``update`` (a ``model``
+    section: a file over its bases, or a ``--set``) names another backbone than ``model``'s, the
+    arguments ``model`` holds are dropped (those given in ``update`` then apply alone), unless
+    they came from a source starting with ``keep_from`` (an earlier ``--set``)."""
+    current = model.get("backbone", DEFAULTS["model"]["backbone"])
+    if "backbone" not in update or update["backbone"] == current:
+        return
+    source = sources.get("model.backbone_args", "")
+    if keep_from and source.startswith(keep_from):
+        return
+    if "backbone_args" in model:
+        model["backbone_args"] = {}
+    _forget(sources, "model.backbone_args")
+
+
+def _forget(sources: Sources, key: str) -> None:
+    """Drop the recorded sources of ``key`` and of its entries."""
+    for name in [n for n in sources if n == key or n.startswith(key + ".")]:
+        del sources[name]
 
 
 def _leaves(data: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -215,6 +254,8 @@ def _leaves(data: Dict[str, Any], prefix: str = "") -> List[str]:
             names += _leaves(value, f"{dotted}.")
         else:
             names.append(dotted)
+            if isinstance(value, dict):  # a free-form mapping: where each of its entries came from, too
+                names += [f"{dotted}.{entry}" for entry in value]
     return names
 
 
@@ -229,7 +270,11 @@ def _deep_update(target: Dict[str, Any], update: Dict[str, Any]) -> None:
 def merge(cfg: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str = "",
           sources: Optional[Sources] = None) -> None:
     """Merge ``update`` into ``cfg`` in place, refusing keys ``cfg`` does not have; ``sources``
-    (if given) records ``source`` for each value set."""
+    (if given) records ``source`` for each value set. A ``model.backbone`` other than ``cfg``'s
+    drops the backbone arguments ``cfg`` holds (:func:`_drop_args_of_another_backbone`; those
+    of an earlier ``--set`` stay)."""
+    if prefix == "model." and sources is not None:
+        _drop_args_of_another_backbone(cfg, update, sources, keep_from="--set")
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in cfg:
@@ -241,6 +286,7 @@ def merge(cfg: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str 
         else:
             cfg[key] = copy.deepcopy(value)
             if sources is not None:
+                _forget(sources, dotted)  # a free-form value is replaced whole
                 sources[dotted] = source
 
 

@@ -3,6 +3,7 @@ from . import convnext, inception_resnet_v2, mobilenetv2, resnet, tiny  # noqa: 
 from .base import (
     BackboneInfo,
     CascadeBackbone,
+    backbone_args_problem,
     backbone_info,
     build_backbone,
     check_backbone,
@@ -15,5 +16,5 @@ from .mobilenetv2 import MobileNetV2OS8
 from .resnet import ResNetOS8, load_torchvision_resnet
 
 __all__ = ["BackboneInfo", "CascadeBackbone", "ConvNeXtOS8", "InceptionResNetV2OS8", "MobileNetV2OS8", "ResNetOS8",
-           "backbone_info", "build_backbone", "check_backbone", "list_backbones", "load_torchvision_resnet",
-           "register_backbone"]
+           "backbone_args_problem", "backbone_info", "build_backbone", "check_backbone", "list_backbones",
+           "load_torchvision_resnet", "register_backbone"]

@@ -8,6 +8,7 @@ how backbones are registered and built by name (timm's habit)::
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -120,6 +121,23 @@ def list_backbones() -> List[str]:
 def backbone_info(name: str) -> BackboneInfo:
     """What ``name`` was registered with; UnknownNameError (with close matches) if unknown."""
     return BACKBONES.info(name)["info"]
+
+
+def backbone_args_problem(name: str, args: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
+    """None if the factory of ``name`` takes ``args`` (keyword arguments), else ``(the argument at
+    fault, what is wrong in one line)``: ``backbone 'tiny' takes no argument 'width' (its
+    arguments: widths, dilations, depths)``."""
+    parameters = inspect.signature(BACKBONES.get(name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    takes = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in args:
+        if key not in takes:
+            return key, f"backbone {name!r} takes no argument {key!r} (its arguments: {', '.join(takes) or 'none'})"
+    for key in takes:
+        if parameters[key].default is inspect.Parameter.empty and key not in args:
+            return key, f"backbone {name!r} needs the argument {key!r}"
+    return None
 
 
 def build_backbone(name: str, **kwargs: Any) -> "CascadeBackbone":
