@@ -8,7 +8,9 @@ typo never silently does nothing. (Free-form keys, such as ``model.backbone_args
 Loading a config also
 
 * imports the modules listed in ``custom_imports`` (user code that registers a backbone, a
-  dataset or a train mode; mmsegmentation's convention), before anything is built;
+  dataset or a train mode; mmsegmentation's convention), before anything is built; never those
+  a checkpoint's stored config names (:func:`config_from_dict`): code runs only when the user
+  names it, in a config file of theirs or an override;
 * fills ``model.pixel_mean`` / ``model.pixel_std`` left unset with the normalisation the
   backbone's pretrained weights expect (registered with the backbone), so that a config that
   only names a backbone normalises its images right.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import logging
 import os
 import re
 import sys
@@ -28,11 +31,11 @@ import yaml
 
 from .backbones import backbone_args_problem, backbone_info
 from .config_keys import DEFAULTS, FREE_FORM, KEYS
-from .errors import ConfigError, ConfigWarning, SparseLCError, UnknownNameError
+from .errors import CheckpointError, ConfigError, ConfigWarning, SparseLCError, UnknownNameError
 from .schema import Invalid
 
 __all__ = ["DEFAULTS", "KEYS", "ConfigError", "apply_override", "config_from_dict", "dump_config",
-           "import_custom_modules", "check_training", "load_config", "merge", "resolve", "validate"]
+           "import_custom_modules", "imported_modules", "check_training", "load_config", "merge", "resolve", "validate"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -75,13 +78,27 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Di
 
 
 def config_from_dict(data: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
-    """DEFAULTS, then ``data`` (e.g. the config stored in a checkpoint), then overrides; then
-    the checks and :func:`resolve`."""
+    """DEFAULTS, then ``data`` (the config stored in a checkpoint: ``source`` names the file),
+    then overrides; then the checks and :func:`resolve`.
+
+    Code is never imported because ``data`` says so: ``custom_imports`` that only ``data``
+    names, and that this process has not imported already, stop the load with a
+    CheckpointError naming them and how to allow them (a config file of the user's, or an
+    override ``custom_imports=[...]``: the user names the code)."""
     cfg, sources = copy.deepcopy(DEFAULTS), {}
     merge(cfg, data, source=source, sources=sources)
     for item in overrides:
         apply_override(cfg, item, sources)
-    return resolve(validate(cfg, sources), sources=sources)
+    validate(cfg, sources)
+    named = cfg["custom_imports"]
+    if sources.get("custom_imports") == source and any(name not in sys.modules for name in named):
+        listed = ", ".join(named)
+        raise CheckpointError(f"{source}: its config names custom_imports [{listed}], code that sparse_lc does not "
+                              f"import because a checkpoint says so (a file of that name could run anything): "
+                              f"to allow it, pass --config with your own config that lists it, or --set "
+                              f"custom_imports=[{listed}] (in Python: load_model(..., overrides="
+                              f"['custom_imports=[{listed}]']))")
+    return resolve(cfg, sources=sources)
 
 
 def validate(cfg: Dict[str, Any], sources: Optional[Sources] = None) -> Dict[str, Any]:
@@ -161,10 +178,21 @@ def resolve(cfg: Dict[str, Any], search: Sequence[str] = (), sources: Optional[S
     return cfg
 
 
+_IMPORTED: Dict[str, str] = {}  # module -> its file: what custom_imports imported in this process
+_log = logging.getLogger(__name__)  # the command line prints its records on stderr
+
+
+def imported_modules() -> Dict[str, str]:
+    """The modules ``custom_imports`` imported in this process, with their files (a run
+    records them in its outputs: ``config.yaml``, ``eval.json``)."""
+    return dict(_IMPORTED)
+
+
 def import_custom_modules(names: Any, search: Sequence[str] = ()) -> None:
     """Import each module of ``names`` (``custom_imports``). Modules are looked up on sys.path,
     then in the current folder and in ``search``; a module that cannot be imported is a
-    ConfigError naming it."""
+    ConfigError naming it. Each one imported is logged (``sparse_lc.config``, INFO) with its
+    file, and kept in :func:`imported_modules`."""
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ConfigError(f"custom_imports: expected a list of module names, got {names!r}")
     for folder in [os.getcwd(), *search]:
@@ -172,7 +200,7 @@ def import_custom_modules(names: Any, search: Sequence[str] = ()) -> None:
             sys.path.append(folder)
     for name in names:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
                 raise ConfigError(f"custom_imports: no module named {name!r} (put it on PYTHONPATH, in the "
@@ -182,6 +210,9 @@ def import_custom_modules(names: Any, search: Sequence[str] = ()) -> None:
             raise
         except Exception as e:  # user code: any error there stops the run before it starts
             raise ConfigError(f"custom_imports: importing {name!r} failed: {type(e).__name__}: {e}") from None
+        if name not in _IMPORTED:
+            _IMPORTED[name] = getattr(module, "__file__", None) or "(no file)"
+            _log.info("custom_imports: imported %s from %s", name, _IMPORTED[name])
 
 
 def _read_with_bases(path: str, seen: tuple) -> Tuple[Dict[str, Any], Sources]:
@@ -314,5 +345,7 @@ def _close_matches(section: Dict[str, Any], key: str, prefix: str) -> str:
 
 
 def dump_config(cfg: Dict[str, Any]) -> str:
-    """The config as YAML, e.g. to store beside a run's checkpoints."""
-    return yaml.safe_dump(cfg, sort_keys=False)
+    """The config as YAML, e.g. to store beside a run's checkpoints; a comment line first names
+    each module ``custom_imports`` imported in this process, with its file."""
+    header = "".join(f"# custom_imports imported {name} from {path}\n" for name, path in _IMPORTED.items())
+    return header + yaml.safe_dump(cfg, sort_keys=False)
