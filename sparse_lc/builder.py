@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict
 
-from .backbones import backbone_args_problem, build_backbone
+from .backbones import build_backbone
+from .backbones.base import backbone_args_problem
 from .cascade import LayerCascade
 from .checkpoint import CheckpointError, load_state_dict_file
 from .errors import ConfigError

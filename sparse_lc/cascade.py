@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .assembly import STRIDE, assemble_labels, grid_size, spread_cells, upsample_logits
-from .backbones import CascadeBackbone, check_backbone
+from .backbones import CascadeBackbone
+from .backbones.base import check_backbone
 from .cuda_graphs import drop_graphs, runner_for
 from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures, mac_counter
@@ -188,7 +189,7 @@ class LayerCascade(nn.Module):
                        (0: a stage computes exactly the pixels it decides).
         pixel_mean, pixel_std: RGB normalisation of 0-255 images, used by :meth:`predict`.
 
-    Building one checks stages 2-3 and their heads (:func:`~sparse_lc.backbones.check_backbone`):
+    Building one checks stages 2-3 and their heads (:func:`~sparse_lc.backbones.base.check_backbone`):
     anything the sparse path cannot run exactly is a :class:`~sparse_lc.errors.ModelError` here,
     naming the stage and the module, not an error after training has begun.
 

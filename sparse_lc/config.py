@@ -29,7 +29,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
-from .backbones import backbone_args_problem, backbone_info
+from .backbones import backbone_info
+from .backbones.base import backbone_args_problem
 from .config_keys import DEFAULTS, FREE_FORM, KEYS
 from .errors import CheckpointError, ConfigError, ConfigWarning, SparseLCError, UnknownNameError
 from .schema import Invalid

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from sparse_lc import LayerCascade, build_backbone
-from sparse_lc.backbones import check_backbone, list_backbones
+from sparse_lc.backbones import list_backbones
+from sparse_lc.backbones.base import check_backbone
 from sparse_lc.errors import ModelError
 from sparse_lc.ops import DOCS
 
@@ -207,8 +208,10 @@ def test_the_command_line_refuses_before_any_work_exit_2(tmp_path):
                                    "'pooling'}: stage 2: backbone.layer2.pool (AvgPool2d) cannot run"), small.stderr
     listed = _cli(tmp_path, "list", "cfg.yaml")  # registered without small_args: checked by list
     assert listed.returncode == 2, listed.stderr
-    assert listed.stderr.startswith("sparse-lc list: error: backbone 'bad_conv_with_its_own_forward' (default "
-                                    "arguments): stage 2: backbone.layer2.conv (StandardisedConv)"), listed.stderr
+    imported, refusal = listed.stderr.strip().splitlines()
+    assert imported == f"sparse-lc list: custom_imports: imported bad_registered from {tmp_path / 'bad_registered.py'}"
+    assert refusal.startswith("sparse-lc list: error: backbone 'bad_conv_with_its_own_forward' (default "
+                              "arguments): stage 2: backbone.layer2.conv (StandardisedConv)"), listed.stderr
 
 
 def test_every_variant_exits_2_from_the_command_line(tmp_path, bad_nets):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvNeXtStage
-from ..layers.convnext import LN_EPS
+from ..layers.convnext_blocks import LN_EPS
 from ..ops import DenseFeatures, Features, run_sequential
 from .base import CascadeBackbone, load_matching, register_backbone
 

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..backbones import backbone_info, build_backbone, check_backbone, list_backbones
+    from ..backbones import backbone_info, build_backbone, list_backbones
+    from ..backbones.base import check_backbone
     from ..config import load_config
     from ..data import DATASETS
     from ..errors import ModelError

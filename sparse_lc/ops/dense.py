@@ -7,22 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import features as rules
 from . import mac_counter
-from .features import (
-    apply_activation,
-    batch_norm_rows,
-    check_activation,
-    check_linear,
-    check_max_pool,
-    check_submanifold_conv,
-    group_norm_rows,
-    layer_norm_rows,
-    mean_rows,
-    norm_kind,
-    same_padding,
-    scale_vector,
-    uses_batch_statistics,
-)
+from .features import check_max_pool, check_submanifold_conv, uses_batch_statistics
 
 
 def _run_conv(conv: nn.Conv2d, data: torch.Tensor) -> torch.Tensor:
@@ -30,7 +17,7 @@ def _run_conv(conv: nn.Conv2d, data: torch.Tensor) -> torch.Tensor:
     dilation) is padded explicitly, as torch would internally (without its warning)."""
     if conv.padding != "same" or conv.stride != (1, 1):
         return conv(data)
-    (top, bottom), (left, right) = (same_padding(k, d) for k, d in zip(conv.kernel_size, conv.dilation))
+    (top, bottom), (left, right) = (rules.same_padding(k, d) for k, d in zip(conv.kernel_size, conv.dilation))
     if top == bottom and left == right:
         return conv(data)
     return F.conv2d(F.pad(data, (left, right, top, bottom)), conv.weight, conv.bias, 1, 0, conv.dilation, conv.groups)
@@ -100,24 +87,22 @@ class DenseFeatures:
     def norm(self, norm: nn.Module) -> "DenseFeatures":
         """See :meth:`Features.norm`. Without a mask the module itself runs (real group norm over
         the whole image); with one, statistics come from the active pixels, as the sparse path's."""
-        kind = norm_kind(norm, self.num_channels)
+        kind = rules.norm_kind(norm, self.num_channels)
         if kind == "identity":  # folded into the conv before it (see layers.fuse)
             return self
         if mac_counter.counting():
             positions = self.data.shape[0] * self.data.shape[2] * self.data.shape[3]
             mac_counter.record(norm, "norm", positions * self.num_channels, positions, positions)
         if kind == "layer":
-            return self._masked(self._channels_last(lambda rows: layer_norm_rows(norm, rows)))
+            return self._masked(self._channels_last(lambda rows: rules.layer_norm_rows(norm, rows)))
         if self.mask is None:
             return self._unmasked(norm(self.data))
         if kind == "batch" and not uses_batch_statistics(norm):
             return self._masked(norm(self.data))
         # Statistics over the active pixels only (group norm: each image's), as the sparse path sees them.
         channels_last = self.data.permute(0, 2, 3, 1)  # [B, H, W, C]
-        if kind == "batch":
-            rows = batch_norm_rows(norm, channels_last[self.mask])  # [N, C]
-        else:
-            rows = group_norm_rows(norm, channels_last[self.mask], self.mask.nonzero()[:, 0], self.mask.shape[0])
+        image = self.mask.nonzero()[:, 0]  # each active pixel's image, in the order of the rows
+        rows = rules.norm_rows(norm, kind, channels_last[self.mask], image, self.mask.shape[0])  # [N, C]
         out = rows.new_zeros(channels_last.shape)
         out[self.mask] = rows
         return self._unmasked(out.permute(0, 3, 1, 2))
@@ -127,7 +112,7 @@ class DenseFeatures:
         return fn(self.data.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     def linear(self, linear: nn.Linear) -> "DenseFeatures":
-        check_linear(linear, self.num_channels)
+        rules.check_linear(linear, self.num_channels)
         if mac_counter.counting():
             positions = self.data.shape[0] * self.data.shape[2] * self.data.shape[3]
             mac_counter.record(linear, "conv", positions * linear.in_features * linear.out_features, positions,
@@ -135,11 +120,10 @@ class DenseFeatures:
         return self._masked(self._channels_last(linear))
 
     def act(self, activation: nn.Module) -> "DenseFeatures":
-        check_activation(activation, self.num_channels)
-        return self._masked(apply_activation(activation, self.data))
+        return self._masked(rules.run_activation(activation, self.data))
 
     def scale(self, weight: torch.Tensor) -> "DenseFeatures":
-        return self._unmasked(self.data * scale_vector(weight, self.num_channels).view(1, -1, 1, 1))
+        return self._unmasked(self.data * rules.scale_vector(weight, self.num_channels).view(1, -1, 1, 1))
 
     def mul(self, other: "DenseFeatures") -> "DenseFeatures":
         """See :meth:`Features.mul` (image-level ``other``: ``[B, C, 1, 1]``, broadcast)."""
@@ -153,7 +137,7 @@ class DenseFeatures:
         if self.mask is None:
             return DenseFeatures(self.data.mean((2, 3), keepdim=True))
         rows = self.data.permute(0, 2, 3, 1)[self.mask]
-        pooled = mean_rows(rows, self.mask.nonzero()[:, 0], self.mask.shape[0])  # [B, C]
+        pooled = rules.mean_rows(rows, self.mask.nonzero()[:, 0], self.mask.shape[0])  # [B, C]
         return DenseFeatures(pooled[:, :, None, None])
 
     def relu(self) -> "DenseFeatures":

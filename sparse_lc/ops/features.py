@@ -231,6 +231,17 @@ def group_norm_rows(norm: nn.Module, rows: torch.Tensor, image: torch.Tensor, nu
     return out if bias is None else out + bias
 
 
+def norm_rows(norm: nn.Module, kind: str, rows: torch.Tensor, image: torch.Tensor, num_images: int) -> torch.Tensor:
+    """A norm of ``kind`` (:func:`norm_kind`, not ``"identity"``) over feature rows ``[N, C]``:
+    batch statistics of the rows, each row over its channels, or group statistics per image
+    (``image``, ``num_images``: as in :func:`group_norm_rows`)."""
+    if kind == "batch":
+        return batch_norm_rows(norm, rows)
+    if kind == "layer":
+        return layer_norm_rows(norm, rows)
+    return group_norm_rows(norm, rows, image, num_images)
+
+
 def mean_rows(rows: torch.Tensor, image: torch.Tensor, num_images: int) -> torch.Tensor:
     """``[num_images, C]``: the mean of each image's feature rows ``[N, C]`` (0 for an image
     without rows); ``image [N]`` as in :func:`group_norm_rows`."""
@@ -269,9 +280,12 @@ def check_activation(module: nn.Module, channels: Optional[int] = None) -> None:
         raise ValueError(f"PReLU has {module.num_parameters} weights, its input {channels} channels")
 
 
-def apply_activation(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
-    """``module(tensor)``, never changing ``tensor`` (an in-place module, e.g.
-    ``nn.ReLU6(inplace=True)``, works on a copy: the input may still feed a residual)."""
+def run_activation(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """``module(tensor)`` for an elementwise activation (:func:`check_activation`; channels in
+    dim 1, as in ``[N, C]`` rows and ``[B, C, H, W]`` maps), never changing ``tensor`` (an
+    in-place module, e.g. ``nn.ReLU6(inplace=True)``, works on a copy: the input may still feed
+    a residual)."""
+    check_activation(module, tensor.shape[1])
     return module(tensor.clone() if getattr(module, "inplace", False) else tensor)
 
 

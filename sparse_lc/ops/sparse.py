@@ -39,22 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.timing import section
+from . import features as rules
 from . import mac_counter
 from .dense import DenseFeatures
-from .features import (
-    apply_activation,
-    batch_norm_rows,
-    check_activation,
-    check_linear,
-    check_max_pool,
-    check_submanifold_conv,
-    group_norm_rows,
-    layer_norm_rows,
-    mean_rows,
-    norm_kind,
-    same_padding,
-    scale_vector,
-)
+from .features import check_max_pool, check_submanifold_conv
 from .mac_counter import MacSource, Window
 from .window import window_conv
 
@@ -343,7 +331,7 @@ class ActiveSet:
         key = (kh, kw, dh, dw)
         table = self._neighbours.get(key)
         if table is None:
-            (top, bottom), (left, right) = same_padding(kh, dh), same_padding(kw, dw)
+            (top, bottom), (left, right) = rules.same_padding(kh, dh), rules.same_padding(kw, dw)
             height, width = self.spatial_shape
             idx = self.indices.long()
             lookup = idx.new_full((self.batch_size, height + top + bottom, width + left + right), -1)
@@ -481,17 +469,12 @@ class SparseFeatures:
 
     def norm(self, norm: nn.Module) -> "SparseFeatures":
         """See :meth:`~sparse_lc.ops.Features.norm`; group statistics over each image's rows."""
-        kind = norm_kind(norm, self.num_channels)
+        kind = rules.norm_kind(norm, self.num_channels)
         if kind == "identity":  # folded into the conv before it (see layers.fuse)
             return self
         self._record(norm, "norm", self.num_channels)
-        if kind == "batch":
-            rows = batch_norm_rows(norm, self.rows)
-        elif kind == "layer":
-            rows = layer_norm_rows(norm, self.rows)
-        else:
-            rows = group_norm_rows(norm, self.rows, self._images(), self.active.batch_size)
-        return SparseFeatures(rows, self.active)
+        return SparseFeatures(rules.norm_rows(norm, kind, self.rows, self._images(), self.active.batch_size),
+                              self.active)
 
     def _images(self) -> torch.Tensor:
         """``[N]`` int64: each row's image (padding rows: their own extra images)."""
@@ -501,16 +484,15 @@ class SparseFeatures:
         return SparseFeatures(torch.relu(self.rows), self.active)
 
     def linear(self, linear: nn.Linear) -> "SparseFeatures":
-        check_linear(linear, self.num_channels)
+        rules.check_linear(linear, self.num_channels)
         self._record(linear, "conv", linear.in_features * linear.out_features)
         return SparseFeatures(linear(self.rows), self.active)
 
     def act(self, activation: nn.Module) -> "SparseFeatures":
-        check_activation(activation, self.num_channels)
-        return SparseFeatures(apply_activation(activation, self.rows), self.active)
+        return SparseFeatures(rules.run_activation(activation, self.rows), self.active)
 
     def scale(self, weight: torch.Tensor) -> "SparseFeatures":
-        return SparseFeatures(self.rows * scale_vector(weight, self.num_channels), self.active)
+        return SparseFeatures(self.rows * rules.scale_vector(weight, self.num_channels), self.active)
 
     def mul(self, other: Union["SparseFeatures", DenseFeatures]) -> "SparseFeatures":
         """See :meth:`~sparse_lc.ops.Features.mul`: rows on the same set, or image-level features
@@ -524,7 +506,7 @@ class SparseFeatures:
     def global_pool(self) -> DenseFeatures:
         """See :meth:`~sparse_lc.ops.Features.global_pool`: ``[B', C, 1, 1]``, one per image of
         the set (B' = :attr:`ActiveSet.batch_size`: padding images included, fed by padding only)."""
-        pooled = mean_rows(self.rows, self._images(), self.active.batch_size)
+        pooled = rules.mean_rows(self.rows, self._images(), self.active.batch_size)
         return DenseFeatures(pooled[:, :, None, None])
 
     def pool(self, pool: nn.Module) -> "SparseFeatures":

@@ -45,39 +45,52 @@ class SqueezeExcite(nn.Module):
         return x.mul(pooled.conv(self.conv_reduce).act(self.act1).conv(self.conv_expand).act(self.gate))
 
 
-class DepthwiseSeparableConv(nn.Module):
+class _MobileBlock(nn.Module):
+    """What MobileNet's blocks share: an activation, and a residual when the shape is kept."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, act_layer: Type[nn.Module]):
+        super().__init__()
+        self.act = act_layer()
+        self.has_skip = stride == 1 and in_channels == out_channels
+
+    def _conv_bn(self, x: Features, conv: nn.Conv2d, bn: nn.BatchNorm2d, act: bool = True) -> Features:
+        out = x.conv(conv).norm(bn)
+        return out.act(self.act) if act else out
+
+    def _residual(self, out: Features, x: Features) -> Features:
+        return out.add(x) if self.has_skip else out
+
+
+class DepthwiseSeparableConv(_MobileBlock):
     """MobileNetV2's first block: depthwise 3x3 + BN + act, then a 1x1 projection + BN (no act).
     ``[B, in, H, W] -> [B, out, H / stride, W / stride]``; residual when the shape is kept."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1,
                  act_layer: Type[nn.Module] = nn.ReLU6):
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride, act_layer)
         self.conv_dw = _dw_conv(in_channels, 3, stride, dilation)
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv_pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.act = act_layer()
-        self.has_skip = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Features) -> Features:
-        out = x.conv(self.conv_dw).norm(self.bn1).act(self.act)
-        out = out.conv(self.conv_pw).norm(self.bn2)
-        return out.add(x) if self.has_skip else out
+        out = self._conv_bn(x, self.conv_dw, self.bn1)
+        return self._residual(self._conv_bn(out, self.conv_pw, self.bn2, act=False), x)
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(_MobileBlock):
     """1x1 expansion + BN + act, depthwise ``kernel_size`` conv + BN + act, optional
     squeeze-excitation, 1x1 linear projection + BN; residual when the shape is kept.
     ``[B, in, H, W] -> [B, out, H / stride, W / stride]``; hidden width ``in * expand_ratio``.
 
-    ``se_ratio``: squeeze-excitation with ``in * se_ratio`` reduced channels (None: none, as in
-    MobileNetV2).
+    ``se_ratio``: squeeze-excitation with ``in * se_ratio`` reduced channels (EfficientNet's
+    rule; None: none, as in MobileNetV2).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1,
                  expand_ratio: float = 6.0, kernel_size: int = 3, act_layer: Type[nn.Module] = nn.ReLU6,
                  se_ratio: Optional[float] = None):
-        super().__init__()
+        super().__init__(in_channels, out_channels, stride, act_layer)
         hidden = make_divisible(in_channels * expand_ratio)
         self.conv_pw = nn.Conv2d(in_channels, hidden, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(hidden)
@@ -86,13 +99,9 @@ class InvertedResidual(nn.Module):
         self.se = None if se_ratio is None else SqueezeExcite(hidden, max(1, int(in_channels * se_ratio)), act_layer)
         self.conv_pwl = nn.Conv2d(hidden, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
-        self.act = act_layer()
-        self.has_skip = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Features) -> Features:
-        out = x.conv(self.conv_pw).norm(self.bn1).act(self.act)
-        out = out.conv(self.conv_dw).norm(self.bn2).act(self.act)
+        out = self._conv_bn(self._conv_bn(x, self.conv_pw, self.bn1), self.conv_dw, self.bn2)
         if self.se is not None:
             out = self.se(out)
-        out = out.conv(self.conv_pwl).norm(self.bn3)
-        return out.add(x) if self.has_skip else out
+        return self._residual(self._conv_bn(out, self.conv_pwl, self.bn3, act=False), x)
