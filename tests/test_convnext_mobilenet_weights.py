@@ -129,3 +129,50 @@ def test_a_torchvision_file_in_the_shipped_config(tmp_path, name, config):
     model = build_model(load_config(config, [f"model.pretrained={path}"])["model"])
     first = "stem.0.weight" if name == "convnext_tiny" else "conv_stem.weight"
     torch.testing.assert_close(model.backbone.state_dict()[first], tv.features[0][0].weight)
+
+
+# ------------------------------------------------- their layer norms in a user's sparse stage
+def _cascade_with(norm: nn.Module):
+    """A cascade whose stages 2-3 apply ``norm`` (a library's layer norm over 8 channels)."""
+    from sparse_lc import LayerCascade
+    from sparse_lc.backbones import CascadeBackbone
+    from sparse_lc.testing import randomize_weights
+
+    class Net(CascadeBackbone):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 8, stride=8)
+            self.dw = nn.Conv2d(8, 8, 7, padding=6, dilation=2, groups=8)
+            self.norm = norm
+            self.stage_channels, self.stage_dilations = (8, 8, 8), (1, 2, 2)
+
+        def stage_modules(self):
+            return [self.stem], [self.dw, self.norm], []
+
+        def stage1(self, images):
+            return DenseFeatures(images).conv(self.stem).to_dense()
+
+        def stage2(self, x):
+            return x.conv(self.dw).norm(self.norm).add(x)
+
+        def stage3(self, x):
+            return x.norm(self.norm)
+
+    return randomize_weights(LayerCascade(Net(), num_classes=3, head_channels=8), 0)
+
+
+@pytest.mark.torchvision
+def test_torchvisions_layer_norm_2d_keeps_the_contract():
+    from sparse_lc.testing import assert_sparse_matches_dense
+
+    convnext = pytest.importorskip("torchvision.models.convnext")
+    assert_sparse_matches_dense(_cascade_with(convnext.LayerNorm2d(8, eps=1e-6)), halos=(0,))
+
+
+@pytest.mark.timm
+@pytest.mark.parametrize("name", ["LayerNorm", "LayerNorm2d"])
+def test_timms_layer_norms_keep_the_contract(name):
+    from sparse_lc.testing import assert_sparse_matches_dense
+
+    layers = pytest.importorskip("timm.layers")
+    assert_sparse_matches_dense(_cascade_with(getattr(layers, name)(8)), halos=(0,))
