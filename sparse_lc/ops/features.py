@@ -150,7 +150,7 @@ def check_submanifold_conv(conv: nn.Conv2d) -> None:
                          f"weight as F.conv2d does) would compute something else: use a plain nn.Conv2d")
     if conv.stride != (1, 1) or not same or conv.padding_mode != "zeros":
         raise ValueError(
-            f"a conv on an active set keeps the grid: stride 1 and zero padding that keeps the size ('same', or "
+            f"a conv on an active set keeps the grid: stride 1 and 'same' zero padding (padding='same', or "
             f"dilation * (k - 1) / 2 on each side); got stride={conv.stride}, kernel={conv.kernel_size}, "
             f"padding={conv.padding}, padding_mode={conv.padding_mode!r}, dilation={conv.dilation} (stage 1 may "
             f"stride: use dilation in stages 2-3)")
