@@ -23,14 +23,14 @@ _EXPORTS = {
     "list_backbones": "sparse_lc.backbones", "register_backbone": "sparse_lc.backbones",
     "CascadeResult": "sparse_lc.cascade", "LayerCascade": "sparse_lc.cascade",
     "build_model": "sparse_lc.builder",
-    "ConfigError": "sparse_lc.errors", "load_config": "sparse_lc.config",
+    "ConfigError": "sparse_lc.errors", "ModelError": "sparse_lc.errors", "load_config": "sparse_lc.config",
     "load_model": "sparse_lc.apis",
 }
 _SUBMODULES = ("analysis", "apis", "backbones", "builder", "cascade", "checkpoint", "cli", "config", "data",
                "errors", "evaluation", "layers", "ops", "registry", "testing", "training", "utils", "visualization")
 
-__all__ = ["CascadeBackbone", "CascadeResult", "ConfigError", "LayerCascade", "__version__", "build_backbone",
-           "build_model", "list_backbones", "load_config", "load_model", "register_backbone"]
+__all__ = ["CascadeBackbone", "CascadeResult", "ConfigError", "LayerCascade", "ModelError", "__version__",
+           "build_backbone", "build_model", "list_backbones", "load_config", "load_model", "register_backbone"]
 
 if TYPE_CHECKING:
     from .apis import load_model
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .builder import build_model
     from .cascade import CascadeResult, LayerCascade
     from .config import load_config
-    from .errors import ConfigError
+    from .errors import ConfigError, ModelError
 
 
 def __getattr__(name: str) -> Any:

@@ -5,8 +5,10 @@ import logging
 from typing import Any, Dict
 
 from .backbones import build_backbone
+from .backbones.base import backbone_args_problem
 from .cascade import LayerCascade
 from .checkpoint import CheckpointError, load_state_dict_file
+from .errors import ConfigError
 
 _log = logging.getLogger(__name__)
 
@@ -19,7 +21,11 @@ def build_model(model_cfg: Dict[str, Any]) -> LayerCascade:
     Inception-ResNet-v2), loaded into the backbone; the heads stay randomly initialised. Nothing
     is ever downloaded. The keys the backbone does not use are logged.
     """
-    backbone = build_backbone(model_cfg["backbone"], **model_cfg.get("backbone_args", {}))
+    args = model_cfg.get("backbone_args", {})
+    problem = backbone_args_problem(model_cfg["backbone"], args)
+    if problem:  # a config from load_config has been checked already, with the file to name
+        raise ConfigError(f"model.backbone_args: {problem[1]}")
+    backbone = build_backbone(model_cfg["backbone"], **args)
     pretrained = model_cfg.get("pretrained")
     if pretrained:
         state = load_state_dict_file(pretrained)

@@ -30,6 +30,7 @@ from torch import nn
 
 from .assembly import STRIDE, assemble_labels, grid_size, spread_cells, upsample_logits
 from .backbones import CascadeBackbone
+from .backbones.base import check_backbone
 from .cuda_graphs import drop_graphs, runner_for
 from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures, mac_counter
@@ -188,6 +189,10 @@ class LayerCascade(nn.Module):
                        (0: a stage computes exactly the pixels it decides).
         pixel_mean, pixel_std: RGB normalisation of 0-255 images, used by :meth:`predict`.
 
+    Building one checks stages 2-3 and their heads (:func:`~sparse_lc.backbones.base.check_backbone`):
+    anything the sparse path cannot run exactly is a :class:`~sparse_lc.errors.ModelError` here,
+    naming the stage and the module, not an error after training has begun.
+
     ``temperatures`` (one per stage, default 1) divide each head's logits before the
     confidence test; :func:`sparse_lc.evaluation.calibrate` fits them. They change which pixels are
     easy, never a stage's labels (``stage_logits`` and ``logits`` stay unscaled).
@@ -202,6 +207,7 @@ class LayerCascade(nn.Module):
             raise ValueError(f"halo must be >= 0, got {halo}")
         self.backbone = backbone
         self.heads = nn.ModuleList(backbone.make_head(s, head_channels, num_classes) for s in (1, 2, 3))
+        check_backbone(backbone, self.heads, num_classes)  # ModelError now, not after a warm-up
         self.num_classes = num_classes
         self.rho = canonical_rho(rho)
         self.halo = halo

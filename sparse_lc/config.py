@@ -8,7 +8,9 @@ typo never silently does nothing. (Free-form keys, such as ``model.backbone_args
 Loading a config also
 
 * imports the modules listed in ``custom_imports`` (user code that registers a backbone, a
-  dataset or a train mode; mmsegmentation's convention), before anything is built;
+  dataset or a train mode; mmsegmentation's convention), before anything is built; never those
+  a checkpoint's stored config names (:func:`config_from_dict`): code runs only when the user
+  names it, in a config file of theirs or an override;
 * fills ``model.pixel_mean`` / ``model.pixel_std`` left unset with the normalisation the
   backbone's pretrained weights expect (registered with the backbone), so that a config that
   only names a backbone normalises its images right.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import logging
 import os
 import re
 import sys
@@ -27,12 +30,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from .backbones import backbone_info
+from .backbones.base import backbone_args_problem
 from .config_keys import DEFAULTS, FREE_FORM, KEYS
-from .errors import ConfigError, ConfigWarning, UnknownNameError
+from .errors import CheckpointError, ConfigError, ConfigWarning, SparseLCError, UnknownNameError
 from .schema import Invalid
 
 __all__ = ["DEFAULTS", "KEYS", "ConfigError", "apply_override", "config_from_dict", "dump_config",
-           "import_custom_modules", "check_training", "load_config", "merge", "resolve", "validate"]
+           "import_custom_modules", "imported_modules", "check_training", "load_config", "merge", "resolve", "validate"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -70,17 +74,32 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Di
         sources.update(file_sources)
     for item in overrides:
         apply_override(cfg, item, sources)
-    return resolve(validate(cfg, sources), search=[os.path.dirname(os.path.abspath(path))] if path else [])
+    return resolve(validate(cfg, sources), search=[os.path.dirname(os.path.abspath(path))] if path else [],
+                   sources=sources)
 
 
 def config_from_dict(data: Dict[str, Any], source: str, overrides: Iterable[str] = ()) -> Dict[str, Any]:
-    """DEFAULTS, then ``data`` (e.g. the config stored in a checkpoint), then overrides; then
-    the checks and :func:`resolve`."""
+    """DEFAULTS, then ``data`` (the config stored in a checkpoint: ``source`` names the file),
+    then overrides; then the checks and :func:`resolve`.
+
+    Code is never imported because ``data`` says so: ``custom_imports`` that only ``data``
+    names, and that this process has not imported already, stop the load with a
+    CheckpointError naming them and how to allow them (a config file of the user's, or an
+    override ``custom_imports=[...]``: the user names the code)."""
     cfg, sources = copy.deepcopy(DEFAULTS), {}
     merge(cfg, data, source=source, sources=sources)
     for item in overrides:
         apply_override(cfg, item, sources)
-    return resolve(validate(cfg, sources))
+    validate(cfg, sources)
+    named = cfg["custom_imports"]
+    if sources.get("custom_imports") == source and any(name not in sys.modules for name in named):
+        listed = ", ".join(named)
+        raise CheckpointError(f"{source}: its config names custom_imports [{listed}], code that sparse_lc does not "
+                              f"import because a checkpoint says so (a file of that name could run anything): "
+                              f"to allow it, pass --config with your own config that lists it, or --set "
+                              f"custom_imports=[{listed}] (in Python: load_model(..., overrides="
+                              f"['custom_imports=[{listed}]']))")
+    return resolve(cfg, sources=sources)
 
 
 def validate(cfg: Dict[str, Any], sources: Optional[Sources] = None) -> Dict[str, Any]:
@@ -137,25 +156,44 @@ def check_training(cfg: Dict[str, Any]) -> None:
                           f"pixels", ConfigWarning, stacklevel=2)
 
 
-def resolve(cfg: Dict[str, Any], search: Sequence[str] = ()) -> Dict[str, Any]:
-    """Import ``custom_imports`` (``search``: more folders to look in), then fill an unset
-    ``model.pixel_mean`` / ``pixel_std`` from the backbone's registration. Returns ``cfg``."""
+def resolve(cfg: Dict[str, Any], search: Sequence[str] = (), sources: Optional[Sources] = None) -> Dict[str, Any]:
+    """Import ``custom_imports`` (``search``: more folders to look in), check that the backbone
+    takes ``model.backbone_args``, then fill an unset ``model.pixel_mean`` / ``pixel_std`` from
+    the backbone's registration. Returns ``cfg``. ``sources``: where each value came from, for
+    the errors."""
     import_custom_modules(cfg["custom_imports"], search)
     model = cfg["model"]
     try:
         info = backbone_info(model["backbone"])
     except UnknownNameError as e:
-        raise ConfigError(f"model.backbone: {e}") from None
+        raise ConfigError(f"{_name(sources or {}, 'model.backbone')}: {e}") from None
+    problem = backbone_args_problem(model["backbone"], model["backbone_args"])
+    if problem:
+        sources = sources or {}
+        source = sources.get(f"model.backbone_args.{problem[0]}", sources.get("model.backbone_args"))
+        raise ConfigError(f"{_name({'model.backbone_args': source} if source else {}, 'model.backbone_args')}: "
+                          f"{problem[1]}")
     for key, value in (("pixel_mean", info.pixel_mean), ("pixel_std", info.pixel_std)):
         if model[key] is None:
             model[key] = list(value)
     return cfg
 
 
+_IMPORTED: Dict[str, str] = {}  # module -> its file: what custom_imports imported in this process
+_log = logging.getLogger(__name__)  # the command line prints its records on stderr
+
+
+def imported_modules() -> Dict[str, str]:
+    """The modules ``custom_imports`` imported in this process, with their files (a run
+    records them in its outputs: ``config.yaml``, ``eval.json``)."""
+    return dict(_IMPORTED)
+
+
 def import_custom_modules(names: Any, search: Sequence[str] = ()) -> None:
     """Import each module of ``names`` (``custom_imports``). Modules are looked up on sys.path,
     then in the current folder and in ``search``; a module that cannot be imported is a
-    ConfigError naming it."""
+    ConfigError naming it. Each one imported is logged (``sparse_lc.config``, INFO) with its
+    file, and kept in :func:`imported_modules`."""
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise ConfigError(f"custom_imports: expected a list of module names, got {names!r}")
     for folder in [os.getcwd(), *search]:
@@ -163,14 +201,19 @@ def import_custom_modules(names: Any, search: Sequence[str] = ()) -> None:
             sys.path.append(folder)
     for name in names:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
                 raise ConfigError(f"custom_imports: no module named {name!r} (put it on PYTHONPATH, in the "
                                   f"current folder or beside the config file)") from None
             raise ConfigError(f"custom_imports: importing {name!r} failed: {e}") from None
+        except SparseLCError:  # already one line naming what is wrong (e.g. a backbone refused when registered)
+            raise
         except Exception as e:  # user code: any error there stops the run before it starts
             raise ConfigError(f"custom_imports: importing {name!r} failed: {type(e).__name__}: {e}") from None
+        if name not in _IMPORTED:
+            _IMPORTED[name] = getattr(module, "__file__", None) or "(no file)"
+            _log.info("custom_imports: imported %s from %s", name, _IMPORTED[name])
 
 
 def _read_with_bases(path: str, seen: tuple) -> Tuple[Dict[str, Any], Sources]:
@@ -197,11 +240,41 @@ def _read_with_bases(path: str, seen: tuple) -> Tuple[Dict[str, Any], Sources]:
     sources: Sources = {}
     for base in bases:
         base_data, base_sources = _read_with_bases(os.path.join(os.path.dirname(path), base), seen + (path,))
-        _deep_update(merged, base_data)
-        sources.update(base_sources)
-    _deep_update(merged, data)
-    sources.update({key: path for key in _leaves(data)})
+        _inherit(merged, sources, base_data, base_sources)
+    _inherit(merged, sources, data, {key: path for key in _leaves(data)})
     return merged, sources
+
+
+def _inherit(merged: Dict[str, Any], sources: Sources, data: Dict[str, Any], data_sources: Sources) -> None:
+    """Merge a later file's ``data`` over ``merged`` (key by key), with the backbone rule of
+    :func:`_drop_args_of_another_backbone`."""
+    if isinstance(merged.get("model"), dict) and isinstance(data.get("model"), dict):
+        _drop_args_of_another_backbone(merged["model"], data["model"], sources)
+    _deep_update(merged, data)
+    sources.update(data_sources)
+
+
+def _drop_args_of_another_backbone(model: Dict[str, Any], update: Dict[str, Any], sources: Sources,
+                                   keep_from: str = "") -> None:
+    """``model.backbone_args`` belong to ``model.backbone``: when ``update`` (a ``model``
+    section: a file over its bases, or a ``--set``) names another backbone than ``model``'s, the
+    arguments ``model`` holds are dropped (those given in ``update`` then apply alone), unless
+    they came from a source starting with ``keep_from`` (an earlier ``--set``)."""
+    current = model.get("backbone", DEFAULTS["model"]["backbone"])
+    if "backbone" not in update or update["backbone"] == current:
+        return
+    source = sources.get("model.backbone_args", "")
+    if keep_from and source.startswith(keep_from):
+        return
+    if "backbone_args" in model:
+        model["backbone_args"] = {}
+    _forget(sources, "model.backbone_args")
+
+
+def _forget(sources: Sources, key: str) -> None:
+    """Drop the recorded sources of ``key`` and of its entries."""
+    for name in [n for n in sources if n == key or n.startswith(key + ".")]:
+        del sources[name]
 
 
 def _leaves(data: Dict[str, Any], prefix: str = "") -> List[str]:
@@ -213,6 +286,8 @@ def _leaves(data: Dict[str, Any], prefix: str = "") -> List[str]:
             names += _leaves(value, f"{dotted}.")
         else:
             names.append(dotted)
+            if isinstance(value, dict):  # a free-form mapping: where each of its entries came from, too
+                names += [f"{dotted}.{entry}" for entry in value]
     return names
 
 
@@ -227,7 +302,11 @@ def _deep_update(target: Dict[str, Any], update: Dict[str, Any]) -> None:
 def merge(cfg: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str = "",
           sources: Optional[Sources] = None) -> None:
     """Merge ``update`` into ``cfg`` in place, refusing keys ``cfg`` does not have; ``sources``
-    (if given) records ``source`` for each value set."""
+    (if given) records ``source`` for each value set. A ``model.backbone`` other than ``cfg``'s
+    drops the backbone arguments ``cfg`` holds (:func:`_drop_args_of_another_backbone`; those
+    of an earlier ``--set`` stay)."""
+    if prefix == "model." and sources is not None:
+        _drop_args_of_another_backbone(cfg, update, sources, keep_from="--set")
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in cfg:
@@ -239,6 +318,7 @@ def merge(cfg: Dict[str, Any], update: Dict[str, Any], source: str, prefix: str 
         else:
             cfg[key] = copy.deepcopy(value)
             if sources is not None:
+                _forget(sources, dotted)  # a free-form value is replaced whole
                 sources[dotted] = source
 
 
@@ -266,5 +346,7 @@ def _close_matches(section: Dict[str, Any], key: str, prefix: str) -> str:
 
 
 def dump_config(cfg: Dict[str, Any]) -> str:
-    """The config as YAML, e.g. to store beside a run's checkpoints."""
-    return yaml.safe_dump(cfg, sort_keys=False)
+    """The config as YAML, e.g. to store beside a run's checkpoints; a comment line first names
+    each module ``custom_imports`` imported in this process, with its file."""
+    header = "".join(f"# custom_imports imported {name} from {path}\n" for name, path in _IMPORTED.items())
+    return header + yaml.safe_dump(cfg, sort_keys=False)

@@ -34,7 +34,7 @@ KEYS: Sequence[Key] = (
         "config file", free_form=True),
     Key("model.backbone", "resnet18", text(), "a registered backbone (`sparse-lc list`)"),
     Key("model.backbone_args", {}, mapping(), "keyword arguments of the backbone factory, e.g. "
-        "`{dilations: [2, 4]}`", free_form=True),
+        "`{dilations: [2, 4]}`; dropped when a file names another backbone than its `_base_`", free_form=True),
     Key("model.num_classes", 21, Number(1, 255, whole=True), "K, the number of classes (label 255 is ignored)"),
     Key("model.head_channels", 128, WHOLE_1, "hidden width of each stage's two-conv classifier"),
     Key("model.rho", 0.985, Threshold(), "default threshold, or `[rho_1, rho_2]`: a pixel whose top softmax score "
@@ -128,7 +128,13 @@ def reference_markdown() -> str:
                         "`source .venv/bin/activate` (the README's set-up makes `.venv`).", "",
                         "Generated from `sparse_lc/config_keys.py` by `python tools/make_config_docs.py`; do not edit.",
                         "A config file states only what differs from these defaults; `_base_: file.yaml` "
-                        "inherits another file, `--set key=value` overrides one key on the command line. Every "
+                        "inherits another file, `--set key=value` overrides one key on the command line. A file's "
+                        "values are merged over its `_base_` files' key by key (mappings merge, other values "
+                        "replace; `--set` replaces a free-form value whole). `model.backbone_args` belong to "
+                        "`model.backbone`: they merge key by key while the backbone stays the same, and a file (or a "
+                        "`--set`) that names another backbone starts from none (only the arguments it gives itself "
+                        "apply). An argument the backbone does not take is an error naming it and the file (or "
+                        "`--set`) it came from. Every "
                         "value is checked when the config is loaded, before any work: an error names the file "
                         "(or `--set`), the key, the value and what it takes. Numbers may be written `1e-3` or "
                         "`2e4` (YAML 1.2); a whole number written `2e4` is read as 20000. Checks of combinations: "

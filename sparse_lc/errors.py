@@ -39,6 +39,11 @@ class OutputError(SparseLCError, OSError):
     """An output path that cannot be used (a file where a folder is needed, no permission)."""
 
 
+class ModelError(SparseLCError, ValueError):
+    """A model whose stages 2-3 hold something the sparse path cannot run exactly, refused when
+    the model is built; the message names the stage, the module's path, why, and what is supported."""
+
+
 class UnknownNameError(SparseLCError, ValueError):
     """A name that no registry holds; the message lists close matches and what is available."""
 

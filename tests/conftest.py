@@ -10,7 +10,8 @@ import pytest
 from sparse_lc import LayerCascade, build_backbone
 from sparse_lc.testing import random_images, randomize_weights
 
-__all__ = ["IRNV2_SMALL", "REPO", "TinyRun", "make_cascade", "random_images", "randomize_weights", "write_tiny_config"]
+__all__ = ["CONVNEXT_SMALL", "IRNV2_SMALL", "MOBILENETV2_SMALL", "REPO", "TinyRun", "make_cascade", "random_images",
+           "randomize_weights", "write_tiny_config"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,6 +21,9 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sparse_lc_test_cache_")
 # Inception-ResNet-v2 with every width / 16 and 1 / 2 / 2 blocks: the real topology (all block
 # types, both reductions, the no-ReLU block8), fast enough for the equivalence tests.
 IRNV2_SMALL = dict(backbone="inception_resnet_v2", width=1 / 16, depths=(1, 2, 2))
+# ConvNeXt and MobileNetV2 at their registered small sizes (every block type, every dilation)
+CONVNEXT_SMALL = dict(backbone="convnext_tiny", dims=(16, 24, 32, 40), depths=(1, 1, 2, 1))
+MOBILENETV2_SMALL = dict(backbone="mobilenet_v2", width=0.25, depths=(1, 1, 1, 2, 1, 2, 1))
 
 
 def make_cascade(backbone: str = "tiny", dilations=(2, 4), seed: int = 0, halo: int = 0,

@@ -25,7 +25,7 @@ TIERS = [
     {"config_keys"},
     {"ops"},
     {"layers"},
-    {"backbones", "assembly"},
+    {"backbones", "assembly", "cuda_graphs"},
     {"cascade"},
     {"data"},
     {"builder", "config"},

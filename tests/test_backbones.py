@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparse_lc import build_backbone, build_model, list_backbones, load_config
-from sparse_lc.backbones import load_torchvision_resnet
+from sparse_lc.backbones import backbone_info, load_torchvision_resnet
 from sparse_lc.checkpoint import CheckpointError
 from sparse_lc.ops import DenseFeatures
 
@@ -29,8 +29,8 @@ def _stride_one_layer34(ref: torch.nn.Module) -> None:
 
 
 def test_registry_lists_and_rejects():
-    assert {"tiny", "resnet18", "resnet34", "resnet50", "inception_resnet_v2",
-            "inception_resnet_v2_full"} <= set(list_backbones())
+    assert {"tiny", "resnet18", "resnet34", "resnet50", "inception_resnet_v2", "inception_resnet_v2_full",
+            "convnext_tiny", "mobilenet_v2"} <= set(list_backbones())
     with pytest.raises(ValueError, match="resnet18"):
         build_backbone("resnet81")
 
@@ -121,12 +121,54 @@ def test_real_torchvision_weights_load():
         torch.testing.assert_close(backbone.stage1(x), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["tiny", "resnet18", "inception_resnet_v2"])
+@pytest.mark.parametrize("name", list_backbones())
 def test_stage_modules_partition_the_parameters(name):
-    from conftest import IRNV2_SMALL, make_cascade
-    model = make_cascade(**(IRNV2_SMALL if name == "inception_resnet_v2" else dict(backbone=name)))
+    from conftest import make_cascade
+    model = make_cascade(name, **backbone_info(name).small_args)
     owned = [id(p) for stage in (1, 2, 3) for m in model.stage_modules(stage) for p in m.parameters()]
     assert len(owned) == len(set(owned)) == len(list(model.parameters()))
+
+
+# --------------------------------------------------------------------- ConvNeXt-T, MobileNetV2
+# timm's networks with their ImageNet heads (checked against timm itself in
+# tests/test_convnext_mobilenet_weights.py): convnext_tiny's head is a layer norm and a 768 x 1000
+# classifier; mobilenetv2_100's a 1x1 conv 320 -> 1280, its batch norm and a 1280 x 1000 classifier
+CONVNEXT_TINY_PARAMS, CONVNEXT_TINY_HEAD = 28_589_128, 2 * 768 + 768 * 1000 + 1000
+MOBILENET_V2_PARAMS, MOBILENET_V2_HEAD = 3_504_872, 320 * 1280 + 2 * 1280 + 1280 * 1000 + 1000
+
+
+@pytest.mark.parametrize("name, params, stage_channels", [
+    ("convnext_tiny", CONVNEXT_TINY_PARAMS - CONVNEXT_TINY_HEAD, (192, 384, 768)),
+    ("mobilenet_v2", MOBILENET_V2_PARAMS - MOBILENET_V2_HEAD, (32, 96, 320))])
+def test_convnext_and_mobilenet_v2_are_the_imagenet_networks_without_their_heads(name, params, stage_channels):
+    with torch.device("meta"):
+        backbone = build_backbone(name)
+    assert sum(p.numel() for p in backbone.parameters()) == params
+    assert backbone.stage_channels == stage_channels and backbone.stage_dilations == (1, 2, 4)
+    info = backbone_info(name)
+    assert info.weights_layout == "torchvision" and info.pixel_mean == (123.675, 116.28, 103.53)
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "mobilenet_v2"])
+def test_convnext_and_mobilenet_v2_run_at_output_stride_8_without_a_stride_in_stages_2_3(name):
+    backbone = build_backbone(name, **backbone_info(name).small_args)
+    with torch.no_grad():
+        assert backbone.stage1(torch.randn(1, 3, 72, 40)).shape[2:] == (9, 5)
+    for stage in (2, 3):
+        convs = [m for part in backbone.stage_modules()[stage - 1] for m in part.modules()
+                 if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(c.stride == (1, 1) for c in convs)
+        assert max(c.dilation[0] for c in convs) == backbone.stage_dilations[stage - 1]
+
+
+def test_wrong_convnext_weights_are_one_line(tmp_path):
+    from sparse_lc import build_backbone as build
+    wrong = build("mobilenet_v2").state_dict()
+    path = tmp_path / "mobilenet.pth"
+    torch.save(wrong, path)
+    cfg = load_config(overrides=["model.backbone=convnext_tiny", f"model.pretrained={path}"])
+    with pytest.raises(CheckpointError, match=r"mobilenet.pth: not a matching convnext state_dict \(missing "):
+        build_model(cfg["model"])
 
 
 # ----------------------------------------------------------------------- Inception-ResNet-v2

@@ -94,3 +94,61 @@ def test_a_dataset_with_fixed_classes_refuses_fewer(tmp_path):
 
     with pytest.raises(DataError, match=r"model.num_classes \(3\) is below the 6 classes of the synthetic dataset"):
         build_dataset(load_config(overrides=["model.num_classes=3"]), train=True)
+
+
+# ------------------------------------------------------------- backbone_args across _base_ files
+def test_backbone_args_merge_while_the_backbone_stays(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {backbone: tiny, backbone_args: {widths: [8, 8, 8], "
+                                        "dilations: [1, 2]}}\n")
+    (tmp_path / "run.yaml").write_text("_base_: base.yaml\nmodel: {backbone_args: {depths: [1, 2, 1]}}\n")
+    cfg = load_config(str(tmp_path / "run.yaml"))
+    assert cfg["model"]["backbone_args"] == {"widths": [8, 8, 8], "dilations": [1, 2], "depths": [1, 2, 1]}
+
+
+def test_a_file_that_names_another_backbone_starts_from_no_arguments(tmp_path):
+    """The user's case: a config based on a shipped one whose tiny-backbone arguments must not
+    reach the user's backbone; --set that switches the backbone behaves the same."""
+    shipped = os.path.abspath(os.path.join(CONFIG_DIR, "lc_tiny.yaml"))
+    (tmp_path / "mine.yaml").write_text(f"_base_: {shipped}\nmodel: {{backbone: resnet18}}\n")
+    assert load_config(str(tmp_path / "mine.yaml"))["model"]["backbone_args"] == {}
+    (tmp_path / "args.yaml").write_text(f"_base_: {shipped}\nmodel: {{backbone: resnet18, backbone_args: "
+                                        f"{{dilations: [1, 2]}}}}\n")
+    assert load_config(str(tmp_path / "args.yaml"))["model"]["backbone_args"] == {"dilations": [1, 2]}
+    assert load_config(shipped, ["model.backbone=resnet18"])["model"]["backbone_args"] == {}
+    cfg = load_config(shipped, ["model.backbone_args={dilations: [1, 1]}", "model.backbone=resnet18"])
+    assert cfg["model"]["backbone_args"] == {"dilations": [1, 1]}  # given on the command line: kept
+    (tmp_path / "two.yaml").write_text("model: {backbone: resnet18}\n")  # two bases, the later one switches
+    (tmp_path / "both.yaml").write_text(f"_base_: [{shipped}, two.yaml]\n")
+    assert load_config(str(tmp_path / "both.yaml"))["model"]["backbone_args"] == {}
+
+
+def test_an_argument_the_backbone_does_not_take_names_it_and_its_file(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: {backbone: tiny, backbone_args: {width: 3}}\n")
+    (tmp_path / "run.yaml").write_text("_base_: base.yaml\nmodel: {backbone_args: {depths: [1, 1, 1]}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / "run.yaml"))
+    assert str(info.value) == (f"{tmp_path / 'base.yaml'}: model.backbone_args: backbone 'tiny' takes no argument "
+                               f"'width' (its arguments: widths, dilations, depths)")
+    with pytest.raises(ConfigError, match=r"^--set model.backbone_args: backbone 'resnet18' takes no argument 'w'"):
+        load_config(overrides=["model.backbone_args={w: 1}"])
+
+
+def test_a_base_that_switches_backbone_trains_without_any_set(tmp_path):
+    """From the command line: a user's backbone (custom_imports) over a shipped config of another."""
+    import subprocess
+    import sys
+
+    (tmp_path / "vgg.py").write_text(
+        "import sparse_lc\nfrom sparse_lc.backbones.tiny import TinyOS8\n\n\n"
+        "@sparse_lc.register_backbone('vgg_dil')\ndef vgg_dil(width=8, dilation=2):\n"
+        "    return TinyOS8((width, width, width), (dilation, dilation))\n")
+    shipped = os.path.abspath(os.path.join(CONFIG_DIR, "lc_synthetic_small.yaml"))
+    (tmp_path / "mine.yaml").write_text(
+        f"_base_: {shipped}\ncustom_imports: [vgg]\nmodel: {{backbone: vgg_dil}}\n"
+        "data: {synthetic: {num_train: 4, num_val: 2, size: [32, 32]}}\n"
+        "train: {iters: 2, warmup_iters: 1, batch_size: 2, crop_size: [32, 32], log_interval: 1}\n"
+        "eval: {rhos: [1.0]}\nwork_dir: run\n")
+    proc = subprocess.run([sys.executable, "-m", "sparse_lc", "train", "mine.yaml", "--no-progress"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "final.pth").is_file()

@@ -14,7 +14,7 @@ from sparse_lc.analysis import count_macs
 from sparse_lc.cuda_graphs import CudaGraphWarning, bucket, graph_report
 from sparse_lc.ops import SparseFeatures, pair_counts
 
-from conftest import IRNV2_SMALL, make_cascade, random_images
+from conftest import CONVNEXT_SMALL, IRNV2_SMALL, MOBILENETV2_SMALL, make_cascade, random_images
 
 
 def test_buckets_pad_by_at_most_a_quarter():
@@ -47,8 +47,9 @@ def test_neighbour_pairs_equal_the_rulebooks_pairs():
         assert int(x.active.pair_count(kernel, dilation)) == pairs, key
 
 
-@pytest.mark.parametrize("backbone", [dict(backbone="tiny"), dict(backbone="resnet18"), IRNV2_SMALL],
-                         ids=["tiny", "resnet18", "irnv2-small"])
+@pytest.mark.parametrize("backbone", [dict(backbone="tiny"), dict(backbone="resnet18"), IRNV2_SMALL, CONVNEXT_SMALL,
+                                      MOBILENETV2_SMALL],
+                         ids=["tiny", "resnet18", "irnv2-small", "convnext-small", "mobilenetv2-small"])
 def test_graph_path_equals_the_eager_path(backbone):
     """float64: the padded static-buffer path gives the eager path's logits, labels and MACs,
     pass after pass with other images and shares (buckets), one graph per bucket."""

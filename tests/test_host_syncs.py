@@ -10,7 +10,7 @@ from sparse_lc.analysis import nested_masks
 from sparse_lc.analysis.dispatch import count_host_syncs, count_ops
 from sparse_lc.ops import SparseFeatures, set_debug_checks
 
-from conftest import IRNV2_SMALL, make_cascade, random_images
+from conftest import CONVNEXT_SMALL, IRNV2_SMALL, MOBILENETV2_SMALL, make_cascade, random_images
 
 STAGE_SITES = {"from_mask", "subset"}  # ActiveSet.from_mask (stage 2), ActiveSet.subset (stage 3)
 
@@ -25,8 +25,9 @@ def _functions(syncs):
     return sorted(site.rsplit(": ", 1)[-1] for site, n in syncs.sites.items() for _ in range(n))
 
 
-@pytest.mark.parametrize("backbone", [dict(backbone="tiny"), dict(backbone="resnet18"), IRNV2_SMALL],
-                         ids=["tiny", "resnet18", "irnv2-small"])
+@pytest.mark.parametrize("backbone", [dict(backbone="tiny"), dict(backbone="resnet18"), IRNV2_SMALL, CONVNEXT_SMALL,
+                                      MOBILENETV2_SMALL],
+                         ids=["tiny", "resnet18", "irnv2-small", "convnext-small", "mobilenetv2-small"])
 def test_one_sync_per_sparse_stage(backbone):
     model = make_cascade(**backbone).fused()
     images = random_images(batch=2, height=64, width=96)

@@ -7,9 +7,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sparse_lc.ops import MacCounter
 
-from conftest import IRNV2_SMALL, make_cascade, random_images
+from conftest import CONVNEXT_SMALL, IRNV2_SMALL, MOBILENETV2_SMALL, make_cascade, random_images
 
-BACKBONES = {"tiny": dict(backbone="tiny"), "resnet18": dict(backbone="resnet18"), "irnv2": IRNV2_SMALL}
+BACKBONES = {"tiny": dict(backbone="tiny"), "resnet18": dict(backbone="resnet18"), "irnv2": IRNV2_SMALL,
+             "convnext": CONVNEXT_SMALL, "mobilenetv2": MOBILENETV2_SMALL}
 
 
 def count(model, images, **kwargs):
@@ -18,8 +19,9 @@ def count(model, images, **kwargs):
     return macs, flops.get_total_flops() // 2, result
 
 
-@pytest.mark.parametrize("backbone", ["tiny", "resnet18", "irnv2"])
+@pytest.mark.parametrize("backbone", ["tiny", "resnet18", "irnv2", "convnext", "mobilenetv2"])
 def test_dense_run_macs_equal_flop_counter(backbone):
+    """Depthwise and grouped convs (C_in / groups per output), linears, 2x2 convs included."""
     model = make_cascade(**BACKBONES[backbone], num_classes=7).eval()
     macs, flop_macs, _ = count(model, random_images(batch=2, height=48, width=64), rho=1.0, execution="dense")
     assert macs.total("conv") == flop_macs

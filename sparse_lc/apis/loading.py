@@ -28,7 +28,10 @@ def load_model(config: Optional[str] = None, checkpoint: Optional[str] = None,
     """The model and its config.
 
     * neither: the bundled default (a small cascade trained on the synthetic dataset);
-    * a checkpoint only: its weights, and the config stored in it by ``sparse-lc train``;
+    * a checkpoint only: its weights, and the config stored in it by ``sparse-lc train``. Its
+      ``custom_imports`` are not imported because the checkpoint names them: unless this
+      process has imported them already, a CheckpointError says how to allow them (a config of
+      yours, or ``overrides=["custom_imports=[...]"]``);
     * a config only: that model, untrained (enough to profile MACs);
     * both: the config's model with the checkpoint's weights.
 

@@ -8,15 +8,17 @@ how backbones are registered and built by name (timm's habit)::
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..checkpoint import state_dict_mismatch
+from ..errors import ModelError
 from ..layers import SegHead
-from ..ops import Features
+from ..ops import Features, Step, check_steps
 from ..registry import Registry
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB on the 0-255 scale: torchvision's ImageNet weights
@@ -54,7 +56,13 @@ def register_backbone(name: str, *, pixel_mean: Tuple[float, float, float] = IMA
                       ) -> Callable[[Callable[..., "CascadeBackbone"]], Callable[..., "CascadeBackbone"]]:
     """Decorator: register a factory ``(**kwargs) -> CascadeBackbone`` under ``name``, with the
     settings of its pretrained weights (:class:`BackboneInfo`). A name registered twice is an
-    error. The factory is returned unchanged."""
+    error. The factory is returned unchanged.
+
+    With ``small_args``, the small instance is built (on the CPU: keep it small) and its stages
+    2-3 are checked at once (:func:`check_backbone`): a backbone the sparse path cannot run
+    exactly is refused here, with a ModelError naming the stage and module, before any config
+    uses it. (The library's own backbones are not built when sparse_lc is imported: its tests
+    check every one of them.)"""
     if len(pixel_mean) != 3 or len(pixel_std) != 3 or min(pixel_std) <= 0:
         raise ValueError(f"backbone {name!r}: pixel_mean and pixel_std must be three numbers (std > 0)")
     if weights_layout is not None and weights_layout not in WEIGHT_LAYOUTS:
@@ -62,7 +70,47 @@ def register_backbone(name: str, *, pixel_mean: Tuple[float, float, float] = IMA
                          f"got {weights_layout!r}")
     info = BackboneInfo(tuple(float(v) for v in pixel_mean), tuple(float(v) for v in pixel_std),
                         weights_layout, weights_file, dict(small_args or {}))
-    return BACKBONES.register(name, info=info)
+
+    def register(factory: Callable[..., "CascadeBackbone"]) -> Callable[..., "CascadeBackbone"]:
+        if small_args and not factory.__module__.startswith(__package__ + "."):
+            _check_factory(name, factory, info.small_args)
+        return BACKBONES.register(name, info=info)(factory)
+    return register
+
+
+def _check_factory(name: str, factory: Callable[..., "CascadeBackbone"], args: Mapping[str, Any]) -> None:
+    """Build ``factory(**args)`` and check its later stages; ModelError naming the backbone."""
+    where = f"register_backbone({name!r}), small_args {dict(args)}"
+    try:
+        backbone = factory(**args)
+    except Exception as e:  # noqa: BLE001  (user code: any error building it is reported with its name)
+        raise ModelError(f"{where}: building it failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+    try:
+        check_backbone(backbone)
+    except ModelError as e:
+        raise ModelError(f"{where}: {e}") from None
+
+
+def check_backbone(backbone: "CascadeBackbone", heads: Optional[Sequence[nn.Module]] = None,
+                   num_classes: Optional[int] = None) -> None:
+    """Run stages 2 and 3 of ``backbone``, each followed by its head (``heads[1]``, ``heads[2]``;
+    default: :meth:`CascadeBackbone.make_head`'s), once on stand-in features
+    (:mod:`sparse_lc.ops.probe`): ModelError in one line for anything the sparse path cannot run
+    exactly, naming the stage, the module (``backbone.layer3.0.conv2``, ``heads.1.conv``) and
+    why. Nothing is computed: milliseconds for any model, on any device."""
+    channels = getattr(backbone, "stage_channels", None)
+    if not isinstance(backbone, CascadeBackbone) or channels is None or len(channels) != 3:
+        raise ModelError(f"{type(backbone).__name__} is not a CascadeBackbone with stage_channels (C1, C2, C3): "
+                         f"see docs/extending.md")
+    root = nn.Module()
+    root.backbone = backbone
+    root.heads = nn.ModuleList(heads if heads is not None else (backbone.make_head(s, 8, 2) for s in (1, 2, 3)))
+    classes = num_classes if heads is not None else 2
+    c1, c2, c3 = (int(c) for c in channels)
+    check_steps(root, [Step("stage 2", "backbone.stage2", backbone.stage2, c1, c2),
+                       Step("stage 2", "heads.1", root.heads[1], c2, classes),
+                       Step("stage 3", "backbone.stage3", backbone.stage3, c2, c3),
+                       Step("stage 3", "heads.2", root.heads[2], c3, classes)])
 
 
 def list_backbones() -> List[str]:
@@ -73,6 +121,23 @@ def list_backbones() -> List[str]:
 def backbone_info(name: str) -> BackboneInfo:
     """What ``name`` was registered with; UnknownNameError (with close matches) if unknown."""
     return BACKBONES.info(name)["info"]
+
+
+def backbone_args_problem(name: str, args: Mapping[str, Any]) -> Optional[Tuple[str, str]]:
+    """None if the factory of ``name`` takes ``args`` (keyword arguments), else ``(the argument at
+    fault, what is wrong in one line)``: ``backbone 'tiny' takes no argument 'width' (its
+    arguments: widths, dilations, depths)``."""
+    parameters = inspect.signature(BACKBONES.get(name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    takes = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in args:
+        if key not in takes:
+            return key, f"backbone {name!r} takes no argument {key!r} (its arguments: {', '.join(takes) or 'none'})"
+    for key in takes:
+        if parameters[key].default is inspect.Parameter.empty and key not in args:
+            return key, f"backbone {name!r} needs the argument {key!r}"
+    return None
 
 
 def build_backbone(name: str, **kwargs: Any) -> "CascadeBackbone":

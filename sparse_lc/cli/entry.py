@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import textwrap
 import traceback
 import warnings
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
 from .. import __version__
 from ..errors import TrainingDiverged
@@ -70,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 0
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _said_on_stderr("sparse_lc.config", args.command):
             warnings.showwarning = _one_line_warning(args.command)
             code = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not as a message at interpreter exit
@@ -118,6 +120,23 @@ def _report(command: str, error: Exception) -> int:
     for line in getattr(error, "details", ()):
         print(f"  {line}", file=sys.stderr)
     return code
+
+
+@contextmanager
+def _said_on_stderr(logger: str, command: str) -> Iterator[None]:
+    """The INFO records of ``logger`` printed as ``sparse-lc COMMAND: message`` on stderr (the
+    modules custom_imports imports: a run says which code it ran)."""
+    log = logging.getLogger(logger)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"sparse-lc {command}: %(message)s"))
+    previous = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous)
 
 
 def _one_line_warning(command: str):

@@ -10,7 +10,8 @@ SUMMARY = "list the registered backbones, datasets and train modes"
 DESCRIPTION = ("What a config can name: backbones (model.backbone) with their parameter counts at the default "
                "arguments, stage widths and what their pretrained weights expect; datasets (data.type); train "
                "modes (train.mode). With a CONFIG, its custom_imports are imported first, so user code that "
-               "registers more is listed too.")
+               "registers more is listed too. Every backbone's stages 2-3 are checked on the way (what the sparse "
+               "path cannot run exactly is an error naming the backbone, stage and module).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +24,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..backbones import backbone_info, build_backbone, list_backbones
+    from ..backbones.base import check_backbone
     from ..config import load_config
     from ..data import DATASETS
+    from ..errors import ModelError
     from ..training import TRAIN_MODES
 
     if args.config is not None:
@@ -33,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     for name in list_backbones():
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             backbone = build_backbone(name)
+        try:
+            check_backbone(backbone)  # computes nothing: meta weights will do
+        except ModelError as e:
+            raise ModelError(f"backbone {name!r} (default arguments): {e}") from None
         info = backbone_info(name)
         backbones.append({"name": name, "parameters": sum(p.numel() for p in backbone.parameters()),
                           "stage_channels": list(backbone.stage_channels), "weights_layout": info.weights_layout,

@@ -20,7 +20,7 @@ Under torchrun each process evaluates every world_size-th image and the counts a
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs
 from ..cascade import CascadeResult, LayerCascade, Rho, canonical_rho
+from ..config import imported_modules
 from ..data import IGNORE_INDEX, SegDataset
 from ..utils import eval_mode
 from ..utils.distributed import DistInfo, all_reduce_sum
@@ -54,6 +55,7 @@ class EvalResult:
     ece: List[Optional[float]]
     ece_uncalibrated: List[Optional[float]]
     reliability: Dict[str, List[List[List[float]]]]  # "calibrated" / "uncalibrated": [stage][bin] = [n, conf, acc]
+    custom_imports: Dict[str, str] = field(default_factory=dict)  # user code this run imported: module -> file
 
     def to_json(self) -> Dict:
         return asdict(self)
@@ -113,7 +115,8 @@ class EvalCounts:
             temperatures=list(self.temperatures),
             ece=[r.ece() for r in calibrated], ece_uncalibrated=[r.ece() for r in uncalibrated],
             reliability={"uncalibrated": [r.data.tolist() for r in uncalibrated],
-                         "calibrated": [r.data.tolist() for r in calibrated]})
+                         "calibrated": [r.data.tolist() for r in calibrated]},
+            custom_imports=imported_modules())
 
 
 @torch.no_grad()

@@ -7,8 +7,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import features as rules
 from . import mac_counter
-from .features import batch_norm_rows, check_max_pool, check_submanifold_conv, uses_batch_statistics
+from .features import check_max_pool, check_submanifold_conv, uses_batch_statistics
+
+
+def _run_conv(conv: nn.Conv2d, data: torch.Tensor) -> torch.Tensor:
+    """``conv(data)``; a 'same' conv whose padding is not symmetric (an even kernel at an odd
+    dilation) is padded explicitly, as torch would internally (without its warning)."""
+    if conv.padding != "same" or conv.stride != (1, 1):
+        return conv(data)
+    (top, bottom), (left, right) = (rules.same_padding(k, d) for k, d in zip(conv.kernel_size, conv.dilation))
+    if top == bottom and left == right:
+        return conv(data)
+    return F.conv2d(F.pad(data, (left, right, top, bottom)), conv.weight, conv.bias, 1, 0, conv.dilation, conv.groups)
 
 
 class DenseFeatures:
@@ -56,7 +68,7 @@ class DenseFeatures:
     def conv(self, conv: nn.Conv2d) -> "DenseFeatures":
         if self.mask is not None:
             check_submanifold_conv(conv)
-        out = conv(self.data)
+        out = _run_conv(conv, self.data)
         if mac_counter.counting():
             positions = out.shape[0] * out.shape[2] * out.shape[3]
             per_position = conv.out_channels * conv.in_channels // conv.groups * conv.weight[0, 0].numel()
@@ -72,22 +84,61 @@ class DenseFeatures:
             raise ValueError("pooling is not defined on an active set")
         return DenseFeatures(pool(self.data))
 
-    def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "DenseFeatures":
-        if isinstance(bn, nn.Identity):  # folded into the conv before it (see layers.fuse)
+    def norm(self, norm: nn.Module) -> "DenseFeatures":
+        """See :meth:`Features.norm`. Without a mask the module itself runs (real group norm over
+        the whole image); with one, statistics come from the active pixels, as the sparse path's."""
+        kind = rules.norm_kind(norm, self.num_channels)
+        if kind == "identity":  # folded into the conv before it (see layers.fuse)
             return self
         if mac_counter.counting():
             positions = self.data.shape[0] * self.data.shape[2] * self.data.shape[3]
-            mac_counter.record(bn, "norm", positions * self.num_channels, positions, positions)
+            mac_counter.record(norm, "norm", positions * self.num_channels, positions, positions)
+        if kind == "layer":
+            return self._masked(self._channels_last(lambda rows: rules.layer_norm_rows(norm, rows)))
         if self.mask is None:
-            return self._unmasked(bn(self.data))
-        if not uses_batch_statistics(bn):
-            return self._masked(bn(self.data))
-        # Batch statistics over the active pixels only, as the sparse path sees them.
+            return self._unmasked(norm(self.data))
+        if kind == "batch" and not uses_batch_statistics(norm):
+            return self._masked(norm(self.data))
+        # Statistics over the active pixels only (group norm: each image's), as the sparse path sees them.
         channels_last = self.data.permute(0, 2, 3, 1)  # [B, H, W, C]
-        rows = batch_norm_rows(bn, channels_last[self.mask])  # [N, C]
+        image = self.mask.nonzero()[:, 0]  # each active pixel's image, in the order of the rows
+        rows = rules.norm_rows(norm, kind, channels_last[self.mask], image, self.mask.shape[0])  # [N, C]
         out = rows.new_zeros(channels_last.shape)
         out[self.mask] = rows
         return self._unmasked(out.permute(0, 3, 1, 2))
+
+    def _channels_last(self, fn) -> torch.Tensor:
+        """``fn`` applied over the channels of every pixel: ``[B, C, H, W]`` viewed as rows ``[B, H, W, C]``."""
+        return fn(self.data.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def linear(self, linear: nn.Linear) -> "DenseFeatures":
+        rules.check_linear(linear, self.num_channels)
+        if mac_counter.counting():
+            positions = self.data.shape[0] * self.data.shape[2] * self.data.shape[3]
+            mac_counter.record(linear, "conv", positions * linear.in_features * linear.out_features, positions,
+                               positions)
+        return self._masked(self._channels_last(linear))
+
+    def act(self, activation: nn.Module) -> "DenseFeatures":
+        return self._masked(rules.run_activation(activation, self.data))
+
+    def scale(self, weight: torch.Tensor) -> "DenseFeatures":
+        return self._unmasked(self.data * rules.scale_vector(weight, self.num_channels).view(1, -1, 1, 1))
+
+    def mul(self, other: "DenseFeatures") -> "DenseFeatures":
+        """See :meth:`Features.mul` (image-level ``other``: ``[B, C, 1, 1]``, broadcast)."""
+        image_level = other.data.shape[2:] == (1, 1)
+        if not image_level and (other.data.shape[2:] != self.data.shape[2:] or not self._same_mask(other)):
+            raise ValueError("mul: the feature maps have different sizes or active sets")
+        return self._unmasked(self.data * other.data)
+
+    def global_pool(self) -> "DenseFeatures":
+        """See :meth:`Features.global_pool`: ``[B, C, 1, 1]``, unmasked."""
+        if self.mask is None:
+            return DenseFeatures(self.data.mean((2, 3), keepdim=True))
+        rows = self.data.permute(0, 2, 3, 1)[self.mask]
+        pooled = rules.mean_rows(rows, self.mask.nonzero()[:, 0], self.mask.shape[0])  # [B, C]
+        return DenseFeatures(pooled[:, :, None, None])
 
     def relu(self) -> "DenseFeatures":
         return self._unmasked(torch.relu(self.data))

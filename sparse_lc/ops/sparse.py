@@ -15,7 +15,11 @@ A ``k x k`` conv (k > 1) calls spconv's functional level with the cached ruleboo
   the conv (:meth:`SparseFeatures.conv_norm_relu` with batch norm folded) run in the kernel's
   epilogue. spconv fuses a residual add only in int8, so adds stay torch adds.
 
-1x1 convs, norms, ReLU, adds, concatenation and pools act on the rows in torch. Only one op of
+Grouped and depthwise convs, and even kernels (spconv's ``SubMConv2d`` has no groups), run on the
+rows through the set's neighbour tables (:mod:`sparse_lc.ops.window`). 1x1 convs, linears,
+norms, activations, adds, products, concatenation and pools act on the rows in torch;
+statistics over each image's rows (group norm, global pooling) are sums over the rows' batch
+index into buffers of one row per image of the set (padding images get their own). Only one op of
 a stage needs a value from the device on the host: the ``nonzero`` that finds the active pixels
 (:meth:`SparseFeatures.from_dense`, :meth:`SparseFeatures.restrict`).
 """
@@ -35,9 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils.timing import section
+from . import features as rules
 from . import mac_counter
-from .features import batch_norm_rows, check_max_pool, check_submanifold_conv
+from .dense import DenseFeatures
+from .features import check_max_pool, check_submanifold_conv
 from .mac_counter import MacSource, Window
+from .window import window_conv
 
 if TYPE_CHECKING:
     from spconv.core import ConvAlgo
@@ -319,18 +326,20 @@ class ActiveSet:
 
     def neighbours(self, kernel_size: Pair, dilation: Pair = 1) -> torch.Tensor:
         """``[kh * kw, N]`` int64: the row of each row's neighbour at each offset of a
-        ``kh x kw`` window (odd sides) dilated by ``dilation``, in raster order (-1: inactive)."""
+        ``kh x kw`` window dilated by ``dilation``, in raster order (-1: inactive). An odd side
+        is centred; an even one is placed as torch's ``padding='same'`` places it (the extra
+        offset after: a 2-wide window reads offsets 0 and 1)."""
         (kh, kw), (dh, dw) = _pair(kernel_size), _pair(dilation)
         key = (kh, kw, dh, dw)
         table = self._neighbours.get(key)
         if table is None:
-            ph, pw = check_max_pool(kh, dh), check_max_pool(kw, dw)
+            (top, bottom), (left, right) = rules.same_padding(kh, dh), rules.same_padding(kw, dw)
             height, width = self.spatial_shape
             idx = self.indices.long()
-            lookup = idx.new_full((self.batch_size, height + 2 * ph, width + 2 * pw), -1)
-            lookup[idx[:, 0], idx[:, 1] + ph, idx[:, 2] + pw] = torch.arange(len(idx), device=idx.device)
+            lookup = idx.new_full((self.batch_size, height + top + bottom, width + left + right), -1)
+            lookup[idx[:, 0], idx[:, 1] + top, idx[:, 2] + left] = torch.arange(len(idx), device=idx.device)
             table = torch.stack([lookup[idx[:, 0], idx[:, 1] + dy, idx[:, 2] + dx]
-                                 for dy in range(0, 2 * ph + 1, dh) for dx in range(0, 2 * pw + 1, dw)])
+                                 for dy in range(0, top + bottom + 1, dh) for dx in range(0, left + right + 1, dw)])
             self._neighbours[key] = table
         return table
 
@@ -437,6 +446,9 @@ class SparseFeatures:
 
     def _conv(self, conv: nn.Conv2d, relu: bool) -> "SparseFeatures":
         check_submanifold_conv(conv)
+        if conv.groups != 1 or conv.kernel_size[0] % 2 == 0 or conv.kernel_size[1] % 2 == 0:
+            out = self._window_conv(conv)
+            return SparseFeatures(torch.relu(out) if relu else out, self.active)
         if conv.kernel_size == (1, 1):
             self._record(conv, "conv", conv.in_channels * conv.out_channels)
             weight = _as(conv.weight[:, :, 0, 0], self.rows.dtype)
@@ -458,14 +470,61 @@ class SparseFeatures:
                          rulebook.pair_count())
         return SparseFeatures(out, self.active)
 
-    def norm(self, bn: nn.modules.batchnorm._BatchNorm) -> "SparseFeatures":
-        if isinstance(bn, nn.Identity):  # folded into the conv before it (see layers.fuse)
+    def _window_conv(self, conv: nn.Conv2d) -> torch.Tensor:
+        """A grouped, depthwise or even-kernel conv on the rows, through the window's neighbour
+        table (:func:`~sparse_lc.ops.window.window_conv`): ``[N, C_in] -> [N, C_out]``."""
+        window = None if conv.kernel_size == (1, 1) else (conv.kernel_size, conv.dilation)
+        neighbours = None if window is None else self.active.neighbours(*window)
+        if mac_counter.counting():
+            self._record(conv, "conv", conv.in_channels // conv.groups * conv.out_channels, window,
+                         None if window is None else self.active.pair_count(*window))
+        return window_conv(self.rows, conv.weight, conv.bias, neighbours, conv.groups)
+
+    def norm(self, norm: nn.Module) -> "SparseFeatures":
+        """See :meth:`~sparse_lc.ops.Features.norm`; group statistics over each image's rows."""
+        kind = rules.norm_kind(norm, self.num_channels)
+        if kind == "identity":  # folded into the conv before it (see layers.fuse)
             return self
-        self._record(bn, "norm", self.num_channels)
-        return SparseFeatures(batch_norm_rows(bn, self.rows), self.active)
+        self._record(norm, "norm", self.num_channels)
+        return SparseFeatures(rules.norm_rows(norm, kind, self.rows, self._images(), self.active.batch_size),
+                              self.active)
+
+    def _images(self) -> torch.Tensor:
+        """``[N]`` int64: each row's image (padding rows: their own extra images)."""
+        return self.active.indices[:, 0].long()
 
     def relu(self) -> "SparseFeatures":
         return SparseFeatures(torch.relu(self.rows), self.active)
+
+    def linear(self, linear: nn.Linear) -> "SparseFeatures":
+        rules.check_linear(linear, self.num_channels)
+        self._record(linear, "conv", linear.in_features * linear.out_features)
+        return SparseFeatures(linear(self.rows), self.active)
+
+    def act(self, activation: nn.Module) -> "SparseFeatures":
+        return SparseFeatures(rules.run_activation(activation, self.rows), self.active)
+
+    def scale(self, weight: torch.Tensor) -> "SparseFeatures":
+        return SparseFeatures(self.rows * rules.scale_vector(weight, self.num_channels), self.active)
+
+    def mul(self, other: Union["SparseFeatures", DenseFeatures]) -> "SparseFeatures":
+        """See :meth:`~sparse_lc.ops.Features.mul`: rows on the same set, or image-level features
+        ``[B', C, 1, 1]`` (:meth:`global_pool`), each row multiplied by its image's."""
+        if isinstance(other, SparseFeatures):
+            self._same_set("mul", [other])
+            return SparseFeatures(self.rows * other.rows, self.active)
+        image_rows = other.to_dense()[:, :, 0, 0]  # [B', C]
+        return SparseFeatures(self.rows * image_rows.index_select(0, self._images()), self.active)
+
+    def global_pool(self) -> DenseFeatures:
+        """See :meth:`~sparse_lc.ops.Features.global_pool`: ``[B', C, 1, 1]``, one per image of
+        the set (B' = :attr:`ActiveSet.batch_size`: padding images included, fed by padding only)."""
+        pooled = rules.mean_rows(self.rows, self._images(), self.active.batch_size)
+        return DenseFeatures(pooled[:, :, None, None])
+
+    def pool(self, pool: nn.Module) -> "SparseFeatures":
+        """Refused, as on a masked dense map: a pooling module reads pixels outside the set."""
+        raise ValueError("pooling is not defined on an active set")
 
     def add(self, other: "SparseFeatures", alpha: float = 1.0) -> "SparseFeatures":
         self._same_set("add", [other])
@@ -487,6 +546,7 @@ class SparseFeatures:
         gradients equal the dense path's.
         """
         rows = self.rows
+        check_max_pool(kernel_size, dilation)
         if not (torch.is_grad_enabled() and rows.requires_grad):
             best = None
             for neighbour in self.active.neighbours_or_self(kernel_size, dilation):  # [N] per offset
