@@ -95,5 +95,5 @@ def test_eval_runs_only_the_code_of_the_users_config(folder):
     allowed = _cli(folder, "eval", "allowed.yaml", "model.pth", "--rho", "1.0")
     assert allowed.returncode == 0, allowed.stderr
     assert _ran(folder) and f"custom_imports: imported {PLUGIN} from" in allowed.stderr
-    [record] = json.loads((folder / "eval.json").read_text())
+    [record] = json.loads((folder / "model_eval" / "eval.json").read_text())  # eval writes to CKPT_STEM_eval
     assert record["custom_imports"] == {PLUGIN: str(folder / f"{PLUGIN}.py")}
