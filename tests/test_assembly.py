@@ -78,6 +78,7 @@ def test_every_path_is_taken(monkeypatch):
     assert calls["whole"] == 1
 
 
+@pytest.mark.slow
 def test_a_trained_models_outputs_give_the_same_labels():
     model, _ = sparse_lc.load_model()
     for n in range(6):

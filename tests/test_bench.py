@@ -88,6 +88,16 @@ def test_bench_cli_json(capsys):
     assert "hard_share=0.1/0.05" in out and "hard_share=0.4/0.2" in out and "of the limit" in out
 
 
+@pytest.mark.parametrize("config", ["lc_convnext_t_os8.yaml", "lc_mobilenetv2_os8.yaml"])
+def test_the_backbone_pages_bench_configs_run(config, capsys):
+    """docs/backbones.md's bench commands of ConvNeXt-T and MobileNetV2, at 64 x 64 and one pass
+    (the page's 512 x 512 runs take 20-90 s here): the full-size models, their MAC ratio above 1."""
+    assert main(["bench", "--config", os.path.join(REPO, "configs", config), "--hard-share", "0.2", "0.1",
+                 "--threads", "1", "--size", "64", "64", "--reps", "1", "--warmup", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ideal_speedup"] > 2 and report["sparse_s"] > 0 and len(report["stages"]) >= 3
+
+
 @pytest.mark.slow
 def test_kernels_bench_runs_and_writes_its_files(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kernels_bench", "--channels", "16", "--dilations", "2",

@@ -76,6 +76,7 @@ def test_load_model_from_a_checkpoint_does_not_run_its_code(folder, monkeypatch)
     assert not _ran(folder) and PLUGIN not in sys.modules
 
 
+@pytest.mark.slow
 def test_segment_refuses_then_runs_what_the_user_allows(folder):
     refused = _cli(folder, "segment", "photo.png", "--checkpoint", "model.pth")
     assert refused.returncode == 2 and not _ran(folder)
@@ -88,6 +89,7 @@ def test_segment_refuses_then_runs_what_the_user_allows(folder):
     assert f"sparse-lc segment: custom_imports: imported {PLUGIN} from {folder / PLUGIN}.py" in allowed.stderr
 
 
+@pytest.mark.slow
 def test_eval_runs_only_the_code_of_the_users_config(folder):
     refused = _cli(folder, "eval", "mine.yaml", "model.pth")  # the user's config does not name the plugin
     assert refused.returncode == 2 and not _ran(folder)

@@ -133,6 +133,7 @@ def test_an_argument_the_backbone_does_not_take_names_it_and_its_file(tmp_path):
         load_config(overrides=["model.backbone_args={w: 1}"])
 
 
+@pytest.mark.slow
 def test_a_base_that_switches_backbone_trains_without_any_set(tmp_path):
     """From the command line: a user's backbone (custom_imports) over a shipped config of another."""
     import subprocess

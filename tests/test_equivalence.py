@@ -26,7 +26,12 @@ def small_model(name: str, seed: int = 0) -> LayerCascade:
     return randomize_weights(model, seed)
 
 
-@pytest.mark.parametrize("name", list_backbones())
+# the deep ResNets' float64 gradient checks take 15-16 s each here: in the whole suite only
+SLOW_CONTRACTS = {"resnet34", "resnet50"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_CONTRACTS else name
+                                  for name in list_backbones()])
 def test_every_registered_backbone_keeps_the_contract(name):
     """Outputs at rho 0, 1 and three thresholds that split the pixels, forced masks (one image of
     the batch without any hard pixel), gradients and BN statistics, halo 0 and 1: float64."""

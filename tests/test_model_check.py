@@ -194,6 +194,7 @@ def _cli(folder, *args):
                           env={**os.environ, "PYTHONPATH": str(folder)})
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_before_any_work_exit_2(tmp_path):
     _write_user_files(tmp_path)
     train = _cli(tmp_path, "train", "cfg.yaml", "--no-progress")

@@ -165,8 +165,9 @@ print(used)
 @pytest.mark.slow
 def test_the_first_tiled_image_is_warmed_up(tmp_path):
     """``segment --max-side 0`` on equal images, in a fresh process (where the one-time set-up
-    happens): the first image's time is within 1.5x of the others' (a ratio within one run). It
-    was 15-23x when the warm-up pass ran the untiled path only."""
+    happens): the first image's time is within 3x of the others' median (a ratio within one run).
+    It was 15-23x when the warm-up pass ran the untiled path only; now it is 0.9-1.1x, and a
+    busy shared machine has been seen to slow one image of four 2x, hence the margin."""
     picture = cv2.resize(cv2.imread(f"{SAMPLES_DIR}/shapes_0.png"), (1024, 768))  # 6 tiles of 512: batches of 4, 2
     for name in "abcd":
         cv2.imwrite(str(tmp_path / f"{name}.png"), picture)
@@ -175,4 +176,4 @@ def test_the_first_tiled_image_is_warmed_up(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     seconds = [r["seconds"] for r in json.loads(proc.stdout)]
-    assert seconds[0] < 1.5 * statistics.median(seconds[1:]), seconds
+    assert seconds[0] < 3 * statistics.median(seconds[1:]), seconds
