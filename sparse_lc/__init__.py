@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CascadeBackbone": "sparse_lc.backbones", "build_backbone": "sparse_lc.backbones",
     "list_backbones": "sparse_lc.backbones", "register_backbone": "sparse_lc.backbones",
-    "CascadeResult": "sparse_lc.cascade", "LayerCascade": "sparse_lc.cascade",
+    "CascadeResult": "sparse_lc.result", "LayerCascade": "sparse_lc.cascade",
     "build_model": "sparse_lc.builder",
     "ConfigError": "sparse_lc.errors", "ModelError": "sparse_lc.errors", "load_config": "sparse_lc.config",
     "load_model": "sparse_lc.apis",
@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     from .apis import load_model
     from .backbones import CascadeBackbone, build_backbone, list_backbones, register_backbone
     from .builder import build_model
-    from .cascade import CascadeResult, LayerCascade
+    from .cascade import LayerCascade
     from .config import load_config
     from .errors import ConfigError, ModelError
+    from .result import CascadeResult
 
 
 def __getattr__(name: str) -> Any:

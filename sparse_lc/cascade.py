@@ -20,7 +20,6 @@ outside the active set: the reference the sparse path must equal.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -28,127 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .assembly import STRIDE, assemble_labels, grid_size, spread_cells, upsample_logits
+from .assembly import STRIDE, assemble_labels, grid_size
 from .backbones import CascadeBackbone
 from .backbones.base import check_backbone
 from .cuda_graphs import drop_graphs, runner_for
 from .layers import fuse_conv_bn
 from .ops import DenseFeatures, Features, SparseFeatures, mac_counter
+from .result import CascadeResult
+from .rho import Rho, canonical_rho, grow_mask, rho_pair, top_confidence
 from .utils import eval_mode, prepare_images, section
 
 EXECUTIONS = ("sparse", "dense")
-
-Rho = Union[float, Sequence[float]]
-"""A confidence threshold: one number for both tests, or ``(rho_1, rho_2)``: stage 1 -> 2, 2 -> 3."""
-
-
-@dataclass
-class CascadeResult:
-    """What one forward pass of a :class:`LayerCascade` returns (h, w = feature grid, H/8 x W/8).
-
-    labels:        ``[B, H, W]`` int64: the top class of the final logits at input resolution
-                   (computed without them: :func:`sparse_lc.assembly.assemble_labels`).
-    decided:       ``[B, K, h, w]``: each cell's logits from the stage that decided it.
-    size:          ``(H, W)``, the input size.
-    stage_logits:  three ``[B, K, h, w]`` maps, one per stage; zero where the stage did not compute.
-    active_masks:  three ``[B, h, w]`` bool: the pixels each stage computed (stage 1: all).
-    hard_masks:    two ``[B, h, w]`` bool: still undecided after stage 1 and after stage 2.
-    stage_map:     ``[B, h, w]`` uint8: which stage (1, 2, 3) decided each pixel.
-
-    The final logits at input resolution, ``[B, K, H, W]``, are not held (for a large image they
-    are the largest tensor of the run): :attr:`logits` computes them on each access.
-    """
-
-    decided: torch.Tensor
-    size: Tuple[int, int]
-    stage_logits: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    active_masks: Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-    hard_masks: Tuple[torch.Tensor, torch.Tensor]
-    stage_map: torch.Tensor
-    _labels: Optional[torch.Tensor] = None
-
-    @property
-    def labels(self) -> torch.Tensor:
-        """``[B, H, W]`` int64: the top class of :attr:`logits` (assembled once, on first access,
-        unless the forward pass already did)."""
-        if self._labels is None:
-            self._labels = assemble_labels(self.decided, self.size)
-        return self._labels
-
-    @property
-    def logits(self) -> torch.Tensor:
-        """``[B, K, H, W]`` final logits at input resolution: :attr:`decided` upsampled
-        (bilinear) to the padded input and cropped. Computed on each access (with gradient,
-        when the run has one); :attr:`labels` is their top class."""
-        return upsample_logits(self.decided, self.size)
-
-    @property
-    def received_masks(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Three ``[B, h, w]`` bool: the pixels each stage classifies (stage 1: all, stage 2:
-        hard_1, stage 3: hard_2). A stage's loss and its calibration cover exactly these; halo
-        pixels, computed only as context, are not among them."""
-        return (torch.ones_like(self.hard_masks[0]), *self.hard_masks)
-
-    @property
-    def stage_counts(self) -> torch.Tensor:
-        """``[B, 3]`` int64: feature-grid pixels decided by stage 1, 2 and 3 in each image."""
-        return torch.stack([(self.stage_map == s).flatten(1).sum(1) for s in (1, 2, 3)], dim=1)
-
-    @property
-    def stage_shares(self) -> Tuple[float, float, float]:
-        """Share of all feature-grid pixels of the batch decided by each stage (sums to 1)."""
-        counts = self.stage_counts.sum(0).double()
-        return tuple((counts / counts.sum()).tolist())
-
-    def stage_map_at(self, size: Tuple[int, int]) -> torch.Tensor:
-        """``[B, H, W]`` uint8: ``stage_map`` at ``size = (H, W)``, e.g. the input size, for drawing:
-        each feature cell on the 8 x 8 input pixels it came from (the map covers the padded input)."""
-        return spread_cells(self.stage_map, size)
-
-
-def top_confidence(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``[B, K, h, w] -> [B, h, w]``: the top softmax score of ``logits / temperature`` at each
-    pixel (no gradient; half-precision logits are scored in float32, so that thresholds near 1
-    keep their meaning)."""
-    logits = logits.detach()
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    logits = logits if temperature == 1.0 else logits / temperature
-    return logits.softmax(dim=1).amax(dim=1)
-
-
-def rho_pair(rho: Rho) -> Tuple[float, float]:
-    """``(rho_1, rho_2)`` from one threshold or two; raises ValueError outside [0, 1]."""
-    try:
-        values = tuple(rho)
-    except TypeError:  # a number of any kind: float, numpy scalar, 0-d tensor
-        values = (rho, rho)
-    if len(values) != 2:
-        raise ValueError(f"rho must be one number or two (stage 1 -> 2, stage 2 -> 3), got {list(values)}")
-    for value in values:
-        if not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"rho must be in [0, 1], got {value}")
-    return float(values[0]), float(values[1])
-
-
-def canonical_rho(rho: Rho) -> Union[float, Tuple[float, float]]:
-    """A validated, hashable threshold: a float when both tests use the same, else a pair."""
-    rho1, rho2 = rho_pair(rho)
-    return rho1 if rho1 == rho2 else (rho1, rho2)
-
-
-def format_rho(rho: Rho) -> str:
-    """``"0.985"`` or ``"0.95/0.99"`` (rho_1/rho_2), for tables and titles."""
-    rho1, rho2 = rho_pair(rho)
-    return f"{rho1:g}" if rho1 == rho2 else f"{rho1:g}/{rho2:g}"
-
-
-def grow_mask(mask: torch.Tensor, halo: int) -> torch.Tensor:
-    """``[B, h, w]`` bool grown by ``halo`` pixels in every direction (a square window)."""
-    if halo == 0:
-        return mask
-    grown = F.max_pool2d(mask[:, None].float(), 2 * halo + 1, stride=1, padding=halo)
-    return grown[:, 0] > 0
 
 
 def pad_images(images: torch.Tensor) -> torch.Tensor:

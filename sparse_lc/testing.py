@@ -43,8 +43,9 @@ from torch import nn
 
 from .analysis import nested_masks
 from .assembly import grid_size
-from .cascade import LayerCascade, Rho, format_rho
+from .cascade import LayerCascade
 from .ops import set_debug_checks
+from .rho import Rho, format_rho
 from .utils.precision import tf32_disabled
 
 __all__ = ["ContractCheck", "assert_sparse_matches_dense", "random_images", "randomize_weights", "sparse_dense_gap"]

@@ -21,11 +21,12 @@ PACKAGE = os.path.dirname(sparse_lc.__file__)
 # Each part of the library may import only parts of a lower tier (and its own part).
 TIERS = [
     {"errors"},
-    {"registry", "utils", "checkpoint", "schema"},
+    {"registry", "utils", "checkpoint", "schema", "rho"},
     {"config_keys"},
     {"ops"},
     {"layers"},
     {"backbones", "assembly", "cuda_graphs"},
+    {"result"},
     {"cascade"},
     {"data"},
     {"builder", "config"},

@@ -11,7 +11,6 @@ import torch
 
 from sparse_lc import build_model, load_config, load_model
 from sparse_lc.apis import CalibrationWarning
-from sparse_lc.cascade import canonical_rho, format_rho, rho_pair, top_confidence
 from sparse_lc.checkpoint import save_checkpoint
 from sparse_lc.data import EvalTransform, SyntheticShapes
 from sparse_lc.evaluation import calibrate, evaluate
@@ -24,6 +23,7 @@ from sparse_lc.evaluation.operating_point import (
 )
 from sparse_lc.evaluation.temperature import T_MAX, T_MIN, Reliability, fit_temperature, reliability_of
 from sparse_lc.evaluation.thresholds import ThresholdPoint, choose_thresholds, explore_thresholds, pareto_front
+from sparse_lc.rho import canonical_rho, format_rho, rho_pair, top_confidence
 from sparse_lc.testing import assert_sparse_matches_dense
 
 from conftest import make_cascade, random_images

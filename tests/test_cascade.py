@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_lc.cascade import top_confidence
-from sparse_lc.ops import SparseFeatures, pair_counts, spconv_algo
-from sparse_lc.ops import sparse as sparse_ops
+from sparse_lc.ops import SparseFeatures, pair_counts, spconv_algo, spconv_backend
+from sparse_lc.rho import top_confidence
 
 from conftest import make_cascade, random_images
 
@@ -151,8 +150,8 @@ def test_predict_says_when_a_read_failed(tiny_model, tmp_path):
 def test_one_rulebook_per_sparse_stage(tiny_model, monkeypatch):
     """All 3x3 convs of a stage (blocks and head) share one rulebook, built once."""
     builds = []
-    real = sparse_ops._import_spconv("spconv.pytorch").ops.get_indice_pairs
-    monkeypatch.setattr(sparse_ops._import_spconv("spconv.pytorch").ops, "get_indice_pairs",
+    real = spconv_backend.import_spconv("spconv.pytorch").ops.get_indice_pairs
+    monkeypatch.setattr(spconv_backend.import_spconv("spconv.pytorch").ops, "get_indice_pairs",
                         lambda *a, **k: builds.append(a[5:8]) or real(*a, **k))
     result = tiny_model(random_images(), rho=0.99)
     assert result.hard_masks[1].any()

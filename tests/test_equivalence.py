@@ -141,8 +141,8 @@ def test_a_wrong_sparse_path_is_caught(monkeypatch, tiny_model):
     """The contract can fail: a sparse conv reading its kernel mirrored is detected."""
     from sparse_lc.ops import sparse as sparse_ops
 
-    krsc = sparse_ops._krsc_weight
-    monkeypatch.setattr(sparse_ops, "_krsc_weight", lambda weight, dtype: krsc(weight, dtype).flip(1))
+    krsc = sparse_ops.krsc_weight
+    monkeypatch.setattr(sparse_ops, "krsc_weight", lambda weight, dtype: krsc(weight, dtype).flip(1))
     with pytest.raises(AssertionError, match="logits differ"):
         assert_sparse_matches_dense(tiny_model, gradients=False)
 

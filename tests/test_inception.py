@@ -6,8 +6,7 @@ import itertools
 import pytest
 import torch
 
-from sparse_lc.ops import DenseFeatures, SparseFeatures, concat
-from sparse_lc.ops import sparse as sparse_ops
+from sparse_lc.ops import DenseFeatures, SparseFeatures, concat, spconv_backend
 
 from conftest import IRNV2_SMALL, make_cascade, random_images
 
@@ -86,8 +85,8 @@ def test_each_rulebook_of_a_stage_is_built_once(monkeypatch):
     rulebook each, shared across branches and blocks."""
     model = make_cascade(**IRNV2_SMALL).eval()
     builds = []
-    real = sparse_ops._import_spconv("spconv.pytorch").ops.get_indice_pairs
-    monkeypatch.setattr(sparse_ops._import_spconv("spconv.pytorch").ops, "get_indice_pairs",
+    real = spconv_backend.import_spconv("spconv.pytorch").ops.get_indice_pairs
+    monkeypatch.setattr(spconv_backend.import_spconv("spconv.pytorch").ops, "get_indice_pairs",
                         lambda *a, **k: builds.append(tuple(a[4])) or real(*a, **k))
     f1 = model.backbone.stage1(random_images(batch=2))
     x = SparseFeatures.from_dense(f1, torch.rand(f1.shape[0], *f1.shape[2:]) < 0.5, "stage2")

@@ -11,9 +11,9 @@ from test_train import small_cfg
 
 from sparse_lc.apis import BUNDLED_CHECKPOINT, SAMPLES_DIR
 from sparse_lc.assembly import assemble_labels, upsample_logits
-from sparse_lc.cascade import top_confidence
 from sparse_lc.cli import main
 from sparse_lc.data import read_label
+from sparse_lc.rho import top_confidence
 from sparse_lc.utils.precision import precision_dtype, tf32_disabled, tf32_enabled
 
 from conftest import make_cascade, random_images

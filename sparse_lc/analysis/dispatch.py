@@ -36,7 +36,7 @@ LIBRARIES = ("spconv", "cumm")
 class HostSyncs:
     """The host-syncing ops of one call, by the line that called them."""
 
-    sites: Dict[str, int] = field(default_factory=dict)  # "sparse_lc/ops/sparse.py(100): from_dense" -> count
+    sites: Dict[str, int] = field(default_factory=dict)  # "sparse_lc/ops/active_set.py(72): from_mask" -> count
 
     @property
     def total(self) -> int:

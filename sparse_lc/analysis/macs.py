@@ -16,8 +16,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..assembly import STRIDE, grid_size
-from ..cascade import CascadeResult, LayerCascade, Rho
+from ..cascade import LayerCascade
 from ..ops import MacCounter
+from ..result import CascadeResult
+from ..rho import Rho
 from ..utils import eval_mode
 
 _PROBE = 64  # side of the probe image used to measure the dense model's MACs per pixel

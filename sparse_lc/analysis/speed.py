@@ -27,7 +27,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..assembly import grid_size
-from ..cascade import LayerCascade, Rho, format_rho
+from ..cascade import LayerCascade
+from ..rho import Rho, format_rho
 from ..utils import SectionTimer, eval_mode
 from .macs import profile_macs
 from .mask_patterns import nested_masks

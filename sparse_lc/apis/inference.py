@@ -22,9 +22,10 @@ from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs
 from ..assembly import spread_cells
-from ..cascade import LayerCascade, Rho
+from ..cascade import LayerCascade
 from ..data import IMAGE_SUFFIXES, DataError, read_photo
 from ..errors import Interrupted
+from ..rho import Rho
 from ..utils import prepare_images
 from .files import (
     OUTPUT_SUFFIXES,

@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs, nested_masks
 from ..assembly import STRIDE, assemble_labels, grid_size, interpolation_dtype, quad_rows
-from ..cascade import LayerCascade, Rho
+from ..cascade import LayerCascade
+from ..rho import Rho
 from ..utils import eval_mode, prepare_images
 
 BAND_CELLS = 32  # grid rows assembled at a time (256 output rows)

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..apis import SAMPLES_DIR, class_names_and_palette, load_model, segment_files
-    from ..cascade import format_rho
     from ..data import read_photo
+    from ..rho import format_rho
     from ..testing import sparse_dense_gap
     from ..utils import prepare_images
     from ..visualization import segment_table

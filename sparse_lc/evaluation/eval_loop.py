@@ -28,9 +28,11 @@ import torch
 from tqdm import tqdm
 
 from ..analysis import DenseMacs, count_macs
-from ..cascade import CascadeResult, LayerCascade, Rho, canonical_rho
+from ..cascade import LayerCascade
 from ..config import imported_modules
 from ..data import IGNORE_INDEX, SegDataset
+from ..result import CascadeResult
+from ..rho import Rho, canonical_rho
 from ..utils import eval_mode
 from ..utils.distributed import DistInfo, all_reduce_sum
 from .metrics import boundary_mask, confusion_matrix, metrics_from_confusion, ratio
@@ -123,7 +125,7 @@ class EvalCounts:
 def evaluate(model: LayerCascade, dataset: SegDataset, rhos: Sequence[Rho],
              info: Optional[DistInfo] = None, progress: bool = True) -> List[EvalResult]:
     """Evaluate ``model`` at every rho in ``rhos`` (one trained model, no retraining); each
-    rho is one threshold or a pair (:data:`~sparse_lc.cascade.Rho`). ``info``: this process's
+    rho is one threshold or a pair (:data:`~sparse_lc.rho.Rho`). ``info``: this process's
     share of the images under torchrun (default: one process, every image)."""
     info = DistInfo() if info is None else info
     param = next(model.parameters())

@@ -29,9 +29,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import List, Optional, Sequence, Tuple
 
-from ..cascade import LayerCascade, canonical_rho, format_rho
+from ..cascade import LayerCascade
 from ..checkpoint import CheckpointError, atomic_write, file_sha256
 from ..data import SegDataset
+from ..rho import canonical_rho, format_rho
 from .temperature import Reliability, collect_stage_pixels, fit_temperatures, reliability_of
 from .thresholds import DEFAULT_GRID, ThresholdPoint, choose_thresholds, explore_thresholds, pareto_front
 

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..cascade import CascadeResult, LayerCascade, Rho
+from ..cascade import LayerCascade
 from ..data import IGNORE_INDEX, SegDataset, labels_on_grid
+from ..result import CascadeResult
+from ..rho import Rho
 from ..utils import eval_mode
 
 ECE_BINS = 15

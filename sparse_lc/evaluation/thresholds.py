@@ -20,9 +20,10 @@ import torch
 from tqdm import tqdm
 
 from ..analysis import DenseMacs
-from ..cascade import LayerCascade, pad_images, rho_pair
+from ..cascade import LayerCascade, pad_images
 from ..data import SegDataset
 from ..ops import MacCounter
+from ..rho import rho_pair
 from ..utils import eval_mode
 from .eval_loop import EvalCounts, EvalResult
 from .metrics import boundary_mask

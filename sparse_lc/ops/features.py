@@ -10,7 +10,7 @@ A block (see :mod:`sparse_lc.layers`) never touches a tensor directly. It calls
   active mask. Without a mask it is an ordinary dense network (stage 1). With a mask it is the
   *dense reference* of a submanifold network: every output is zeroed outside the active set.
 * :class:`~sparse_lc.ops.sparse.SparseFeatures` holds one ``[N, C]`` feature row per active
-  pixel (on an :class:`~sparse_lc.ops.sparse.ActiveSet`) and runs spconv's submanifold
+  pixel (on an :class:`~sparse_lc.ops.active_set.ActiveSet`) and runs spconv's submanifold
   convolution on them.
 
 Both share the canonical weights of ordinary ``nn.Conv2d`` / ``nn.BatchNorm2d`` / ``nn.LayerNorm`` /

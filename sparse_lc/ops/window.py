@@ -1,7 +1,7 @@
 """Convolutions of feature rows through a neighbour table: the grouped, depthwise and even-kernel
 convs that spconv's ``SubMConv2d`` does not have (it has no ``groups``).
 
-A ``kh x kw`` window's neighbour table (:meth:`~sparse_lc.ops.sparse.ActiveSet.neighbours`,
+A ``kh x kw`` window's neighbour table (:meth:`~sparse_lc.ops.active_set.ActiveSet.neighbours`,
 ``[kh * kw, N]``, -1 where the neighbour is inactive) says which row each output row reads at
 each kernel offset. The conv is a sum over offsets: gather the rows of one offset (an inactive
 neighbour reads a row of zeros), multiply by that offset's weight (per channel for a depthwise

@@ -18,13 +18,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..builder import build_model
-from ..cascade import LayerCascade, Rho, rho_pair
+from ..cascade import LayerCascade
 from ..checkpoint import load_model_weights, save_checkpoint
 from ..config import check_training, dump_config
 from ..data import build_dataset
 from ..data.check import require_valid_data
 from ..errors import Interrupted, TrainingDiverged
 from ..evaluation import evaluate
+from ..rho import Rho, rho_pair
 from ..utils.distributed import DistInfo, all_reduce_sum, broadcast_buffers, init_distributed
 from ..utils.interrupts import stop_requests
 from ..visualization import save_eval_report

@@ -6,8 +6,8 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..cascade import CascadeResult
 from ..data import IGNORE_INDEX, labels_on_grid
+from ..result import CascadeResult
 
 
 def cascade_loss(result: CascadeResult, labels: torch.Tensor,

@@ -19,9 +19,10 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
-from ..cascade import LayerCascade, Rho
+from ..cascade import LayerCascade
 from ..errors import ConfigError, UnknownNameError
 from ..registry import Registry
+from ..rho import Rho
 
 
 @dataclass(frozen=True)

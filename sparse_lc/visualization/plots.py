@@ -9,8 +9,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..cascade import format_rho, rho_pair  # noqa: E402
 from ..evaluation import EvalResult, Reliability, ThresholdPoint  # noqa: E402
+from ..rho import format_rho, rho_pair  # noqa: E402
 
 STAGE_COLOURS = ("#4c72b0", "#dd8452", "#c44e52")
 

@@ -8,9 +8,9 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ..cascade import Rho, format_rho, rho_pair
 from ..checkpoint import atomic_write
 from ..evaluation import CalibrationReport, EvalResult, Reliability
+from ..rho import Rho, format_rho, rho_pair
 from .plots import plot_pareto, plot_reliability, plot_rho_sweep
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, List, Optional
 
-from ..cascade import format_rho
+from ..rho import format_rho
 
 if TYPE_CHECKING:  # result types only: tables format them, never build them
     from ..analysis import BenchReport, ProfileReport
